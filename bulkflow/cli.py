@@ -1,0 +1,99 @@
+"""The ``bulkflow`` command line: services, migrations, serving, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from bulkflow.settings import Settings
+
+
+def _services(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.local_services import ServiceError, Supervisor
+
+    supervisor = Supervisor(settings)
+    try:
+        statuses = {"up": supervisor.up, "down": supervisor.down, "status": supervisor.status}[
+            args.action
+        ]()
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'service':<10} {'port':>6} {'pid':>8}  state    log")
+    for s in statuses:
+        state = "ready" if s.ready else ("starting" if s.pid else "stopped")
+        print(f"{s.name:<10} {s.port:>6} {s.pid or '-':>8}  {state:<8} {s.log}")
+    return 0 if args.action != "up" or all(s.ready for s in statuses) else 1
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.migrations import migrate
+
+    for line in asyncio.run(migrate(settings, clickhouse=not args.postgres_only)):
+        print(line)
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.server import serve
+
+    roles = tuple(args.role) if args.role else ("api", "agents", "sink")
+    asyncio.run(serve(settings, roles))
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.demo import run_demo
+
+    return asyncio.run(run_demo(settings, rows=args.rows, account=args.account))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bulkflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    services = commands.add_parser("services", help="local Kafka, Postgres and Redis")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.set_defaults(handler=_services)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply sql/ and clickhouse/ migrations, create topics"
+    )
+    migrate.add_argument(
+        "--postgres-only",
+        action="store_true",
+        help="skip ClickHouse DDL (it is applied by the sink when it starts)",
+    )
+    migrate.set_defaults(handler=_migrate)
+
+    serve = commands.add_parser("serve", help="run the API, the agents and the ClickHouse sink")
+    serve.add_argument(
+        "--role",
+        action="append",
+        choices=["api", "agents", "sink"],
+        help="run only this role (repeatable); default: all three in one process",
+    )
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="submit sample contacts to a running bulkflow")
+    demo.add_argument("--rows", type=int, default=100_000)
+    demo.add_argument("--account", default="demo")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    result: int = args.handler(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

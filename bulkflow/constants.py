@@ -1,0 +1,27 @@
+"""Names and limits shared by every role. Units are in the comments."""
+
+from typing import Final
+
+# Kafka topics (prefixed with settings.topic_prefix).
+CHUNKS_TOPIC: Final = "bulkflow.chunks"  # rows of bulk actions, keyed by account
+OUTCOMES_TOPIC: Final = "bulkflow.outcomes"  # per-row outcomes, keyed by account
+
+# Ingest.
+ROWS_PER_CHUNK: Final = 500  # rows per Kafka message
+MAX_JSON_ROWS: Final = 10_000  # rows per JSON request
+MAX_JSON_BODY_BYTES: Final = 32 * 1024 * 1024  # bytes per JSON request
+MAX_FIELD_BYTES: Final = 64 * 1024  # characters per CSV field
+MAX_CSV_COLUMNS: Final = 200  # columns per CSV header
+
+# Agents.
+AGENT_BATCH_CHUNKS: Final = 20  # chunk messages per Postgres transaction
+AGENT_BATCH_WITHIN: Final = 0.05  # seconds to wait for a batch to fill
+SINK_BATCH_MESSAGES: Final = 200  # outcome messages per ClickHouse insert
+SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
+
+# Rate limiting.
+ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
+
+# Retries of transient failures.
+RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included
+RETRY_INTERVAL: Final = 1.0  # seconds between attempts

@@ -1,0 +1,60 @@
+"""The one settings object, read from ``BULKFLOW_*`` environment variables once.
+
+Defaults point at the services ``bulkflow services up`` runs under ``.local/``.
+Connection strings that may carry passwords are ``SecretStr`` so that they
+never appear in a repr, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bulkflow import PROJECT_ROOT
+
+Role = Literal["api", "agents", "sink"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BULKFLOW_", frozen=True, extra="ignore")
+
+    #: Where local services keep data, logs and PID files.
+    state_dir: Path = PROJECT_ROOT / ".local"
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    #: Prefix of every topic and of the Faust app id, so that test runs and
+    #: deployments can share a broker without seeing each other's messages.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=12, ge=1)
+
+    postgres_dsn: SecretStr = SecretStr("postgresql://bulkflow@127.0.0.1:15432/bulkflow")
+    postgres_pool_size: int = Field(default=4, ge=1)
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    #: ``chdb:///path`` runs the embedded ClickHouse engine in this process;
+    #: ``http(s)://user:password@host:8123/database`` selects a ClickHouse server.
+    clickhouse_url: SecretStr | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8787
+
+    log_level: str = "INFO"
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse_url is not None:
+            return self.clickhouse_url.get_secret_value()
+        return f"chdb://{self.state_dir / 'clickhouse'}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
