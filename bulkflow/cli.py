@@ -45,6 +45,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow import daemon
+
+    try:
+        pid = daemon.start(settings)
+    except daemon.DaemonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"bulkflow serving on {settings.api_url} (pid {pid}, log {daemon.log_file(settings)})")
+    return 0
+
+
+def _stop(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow import daemon
+
+    daemon.stop(settings)
+    print("bulkflow stopped")
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow.demo import run_demo
 
@@ -78,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
+    start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
+    start.set_defaults(handler=_start)
+    stop = commands.add_parser("stop", help="stop the background server")
+    stop.set_defaults(handler=_stop)
+
     demo = commands.add_parser("demo", help="submit sample contacts to a running bulkflow")
     demo.add_argument("--rows", type=int, default=100_000)
     demo.add_argument("--account", default="demo")
@@ -91,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    for chatty in ("httpx", "httpcore"):  # one line per request drowns the demo's progress
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     result: int = args.handler(settings, args)
     return result
 

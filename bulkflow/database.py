@@ -1,0 +1,39 @@
+"""The asyncpg pool every role shares, with JSON codecs that use orjson."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bulkflow.settings import Settings
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+@asynccontextmanager
+async def connect_pool(
+    settings: Settings, *, size: int | None = None
+) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(
+        settings.postgres_dsn.get_secret_value(),
+        min_size=1,
+        max_size=size or settings.postgres_pool_size,
+        init=_init_connection,
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

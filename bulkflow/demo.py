@@ -1,0 +1,129 @@
+"""``bulkflow demo``: submit sample contacts to a running bulkflow and watch it work."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bulkflow.sample import SampleExpectation, write_contacts_csv
+from bulkflow.settings import Settings
+
+_POLL = 0.5  # seconds between progress requests
+_UPLOAD_BLOCK = 256 * 1024  # bytes per upload write
+_STATS_PATIENCE = 120.0  # seconds to wait for the sink after completion
+
+
+async def file_blocks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while block := await asyncio.to_thread(source.read, _UPLOAD_BLOCK):
+            yield block
+
+
+async def upload_csv(
+    client: httpx.AsyncClient, path: Path, account: str, **params: str
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/bulk-actions",
+        params={"entity": "contact", "action": "upsert", **params},
+        content=file_blocks(path),
+        headers={"content-type": "text/csv", "x-account-id": account},
+        timeout=None,
+    )
+    if response.status_code != 202:
+        raise RuntimeError(f"upload rejected: {response.status_code} {response.text}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_until_done(
+    client: httpx.AsyncClient, action_id: str, account: str, *, show: bool = True
+) -> dict[str, Any]:
+    started = time.monotonic()
+    while True:
+        response = await client.get(
+            f"/v1/bulk-actions/{action_id}", headers={"x-account-id": account}
+        )
+        response.raise_for_status()
+        action: dict[str, Any] = response.json()
+        if show:
+            _progress(action, time.monotonic() - started)
+        if action["status"] in ("completed", "failed"):
+            if show:
+                print(file=sys.stderr)
+            return action
+        await asyncio.sleep(_POLL)
+
+
+async def wait_for_stats(
+    client: httpx.AsyncClient, action_id: str, account: str, total: int
+) -> dict[str, Any]:
+    """Outcomes reach ClickHouse through the sink shortly after Postgres counts them."""
+    deadline = time.monotonic() + _STATS_PATIENCE
+    while True:
+        response = await client.get(
+            f"/v1/bulk-actions/{action_id}/stats", headers={"x-account-id": account}
+        )
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        if stats["recorded_rows"] >= total or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(_POLL)
+
+
+def _progress(action: dict[str, Any], elapsed: float) -> None:
+    processed = action["progress"]["processed"]
+    total = action["total_rows"]
+    width = 30
+    done = int(width * processed / total) if total else 0
+    rate = processed / elapsed if elapsed > 0 else 0
+    line = (
+        f"[{'#' * done}{'.' * (width - done)}] {processed:>9,}/{total or '?':>9,} rows"
+        f"  {rate:>8,.0f} rows/s  {action['status']}"
+    )
+    if sys.stderr.isatty():
+        print(f"\r{line}", end="", file=sys.stderr, flush=True)
+    elif int(elapsed / _POLL) % 10 == 0 or action["status"] in ("completed", "failed"):
+        print(line, file=sys.stderr, flush=True)
+
+
+async def run_demo(settings: Settings, *, rows: int, account: str) -> int:
+    path = settings.state_dir / "demo" / f"contacts-{rows}.csv"
+    expected = write_contacts_csv(path, rows)
+    print(
+        f"generated {rows:,} contacts in {path} "
+        f"({expected.duplicates:,} in-file duplicates, {expected.invalid:,} invalid emails)"
+    )
+    async with httpx.AsyncClient(base_url=settings.api_url) as client:
+        started = time.monotonic()
+        action = await upload_csv(client, path, account)
+        print(f"uploaded in {time.monotonic() - started:.1f}s: bulk action {action['id']}")
+        final = await wait_until_done(client, action["id"], account)
+        elapsed = time.monotonic() - started
+        stats = await wait_for_stats(client, action["id"], account, final["total_rows"])
+    return _report(final, stats, expected, elapsed)
+
+
+def _report(
+    final: dict[str, Any], stats: dict[str, Any], expected: SampleExpectation, elapsed: float
+) -> int:
+    counts, recorded = final["counts"], stats["counts"]
+    print(
+        f"status: {final['status']} in {elapsed:.1f}s ({final['total_rows'] / elapsed:,.0f} rows/s)"
+    )
+    print(f"postgres counts:   {counts}")
+    print(f"clickhouse counts: {recorded}  operations: {stats['operations']}")
+    print(f"reasons: {stats['reasons']}")
+    wanted = {
+        "succeeded": expected.unique,
+        "failed": expected.invalid,
+        "skipped": expected.duplicates,
+    }
+    ok = final["status"] == "completed" and counts == wanted and recorded == wanted
+    print("counts match the generated sample" if ok else f"MISMATCH: expected {wanted}")
+    return 0 if ok else 1

@@ -1,0 +1,96 @@
+"""``bulkflow serve``: the API, the agents and the sink, in one process or apart.
+
+Resources are opened here, in one ``AsyncExitStack``, and handed to the roles;
+closing the stack on shutdown closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Collection
+from contextlib import AsyncExitStack
+
+import uvicorn
+from faust.contrib.asgi import faust_app_running
+
+from bulkflow.clickhouse import ClickHouse
+from bulkflow.database import connect_pool
+from bulkflow.settings import Role, Settings
+from bulkflow.topics import ensure_topics
+from ingest_api.actions import ActionStore
+from ingest_api.app import create_app as create_api
+from ingest_api.producer import ChunkProducer
+from ingest_api.routes import ApiResources
+from ingest_api.submission import Submitter
+from stream_agents.app import AgentResources
+from stream_agents.app import create_app as create_agents
+from stream_agents.batch import BatchProcessor
+from stream_agents.outcomes import OutcomePublisher
+from stream_agents.sink import OutcomeSink
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+def check_roles(settings: Settings, roles: Collection[Role]) -> None:
+    needs_clickhouse = {"api", "sink"} & set(roles)
+    if settings.embedded_clickhouse and needs_clickhouse and needs_clickhouse != {"api", "sink"}:
+        raise ConfigurationError(
+            "the embedded ClickHouse (chdb) opens in one process only, so the api and sink "
+            "roles must run together; set BULKFLOW_CLICKHOUSE_URL to a ClickHouse server "
+            "to run them apart"
+        )
+
+
+async def serve(settings: Settings, roles: Collection[Role]) -> None:
+    check_roles(settings, roles)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(connect_pool(settings))
+        await ensure_topics(settings)
+        clickhouse = None
+        if {"api", "sink"} & set(roles):
+            clickhouse = await stack.enter_async_context(ClickHouse.open(settings.clickhouse_dsn))
+        if "sink" in roles:
+            assert clickhouse is not None
+            await clickhouse.apply_migrations()
+        if {"agents", "sink"} & set(roles):
+            agents = AgentResources(
+                processor=BatchProcessor(pool) if "agents" in roles else None,
+                publisher=(
+                    await stack.enter_async_context(OutcomePublisher.start(settings))
+                    if "agents" in roles
+                    else None
+                ),
+                sink=OutcomeSink(clickhouse) if "sink" in roles and clickhouse else None,
+            )
+            await stack.enter_async_context(faust_app_running(create_agents(settings, agents)))
+        log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
+        if "api" in roles:
+            assert clickhouse is not None
+            producer = await stack.enter_async_context(ChunkProducer.start(settings))
+            store = ActionStore(pool)
+            api = create_api(ApiResources(store, Submitter(store, producer), clickhouse))
+            config = uvicorn.Config(
+                api,
+                host=settings.api_host,
+                port=settings.api_port,
+                lifespan="off",
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+            await uvicorn.Server(config).serve()  # returns on SIGINT / SIGTERM
+        else:
+            await _until_signalled()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

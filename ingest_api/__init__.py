@@ -1,0 +1,1 @@
+"""The HTTP edge: validates bulk actions and turns them into Kafka chunks."""

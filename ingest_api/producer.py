@@ -1,0 +1,69 @@
+"""Publishes chunks to Kafka, keyed by account so an account keeps one partition.
+
+The key is the account id's UTF-8 bytes and the partitioner aiokafka's default
+(murmur2, as the Java client), so every producer maps an account to the same
+partition and an account's chunks are consumed in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaProducer
+
+from bulkflow import constants
+from bulkflow.settings import Settings
+from schemas.messages import Chunk
+
+_IN_FLIGHT = 32  # chunks sent but not yet acknowledged, per publisher
+
+
+class ChunkProducer:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls, settings: Settings) -> AsyncIterator[ChunkProducer]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=8 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            yield cls(producer, settings.topic(constants.CHUNKS_TOPIC))
+        finally:
+            await producer.stop()
+
+    def publisher(self) -> Publisher:
+        return Publisher(self._producer, self._topic)
+
+
+class Publisher:
+    """Pipelined sends for one request: a window of chunks in flight, all awaited by ``flush``."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._pending: deque[asyncio.Future[object]] = deque()
+        self.published_rows = 0
+
+    async def send(self, chunk: Chunk) -> None:
+        future = await self._producer.send(
+            self._topic, chunk.to_bytes(), key=chunk.account_id.encode()
+        )
+        self._pending.append(future)
+        self.published_rows += len(chunk.rows)
+        while len(self._pending) > _IN_FLIGHT:
+            await self._pending.popleft()
+
+    async def flush(self) -> None:
+        while self._pending:
+            await self._pending.popleft()

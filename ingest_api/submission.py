@@ -1,0 +1,158 @@
+"""Turning a validated request into a recorded action and published chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from bulkflow import constants
+from ingest_api.actions import ActionStore
+from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
+from ingest_api.errors import InvalidCsv, Unavailable, ValidationFailed
+from ingest_api.producer import ChunkProducer, Publisher
+from schemas.bulk_action import ActionOptions
+from schemas.entity import ENTITIES
+from schemas.messages import Chunk, JsonRow
+
+log = logging.getLogger(__name__)
+
+
+def check_options(entity: str, options: ActionOptions) -> None:
+    """Mapping targets must be fields of the entity."""
+    known = set(ENTITIES[entity].fields) | {ENTITIES[entity].identifier}
+    unknown = sorted({t for t in options.mapping.values() if t.strip().lower() not in known})
+    if unknown:
+        raise ValidationFailed(
+            "mapping targets unknown fields",
+            [{"loc": ["options", "mapping"], "msg": f"unknown field {t!r}"} for t in unknown],
+        )
+
+
+class Submitter:
+    def __init__(self, store: ActionStore, producer: ChunkProducer) -> None:
+        self._store = store
+        self._producer = producer
+
+    async def submit_rows(
+        self, account_id: str, entity: str, action: str, options: ActionOptions, rows: list[JsonRow]
+    ) -> asyncpg.Record:
+        check_options(entity, options)
+        record = await self._store.create(
+            account_id=account_id,
+            entity=entity,
+            action=action,
+            source="json",
+            options=options,
+            total_rows=len(rows),
+        )
+        blocks = (
+            RowBlock(first_row_no=start + 1, rows=rows[start : start + constants.ROWS_PER_CHUNK])
+            for start in range(0, len(rows), constants.ROWS_PER_CHUNK)
+        )
+        await self._publish(record, options, _aiter(blocks), seal=False)
+        return record
+
+    async def submit_csv(
+        self,
+        account_id: str,
+        entity: str,
+        action: str,
+        options: ActionOptions,
+        reader: CsvReader,
+    ) -> asyncpg.Record:
+        """Create the action once the header and a first row are read, then stream the rest."""
+        check_options(entity, options)
+        _check_header(entity, options, reader.header)
+        blocks = reader.blocks()
+        try:
+            first = await anext(blocks, None)
+        except CsvRejected as exc:
+            raise InvalidCsv(exc.code, exc.message) from exc
+        if first is None:
+            raise InvalidCsv("empty_file", "the file has a header but no data rows")
+        record = await self._store.create(
+            account_id=account_id,
+            entity=entity,
+            action=action,
+            source="csv",
+            options=options,
+            total_rows=None,
+        )
+        await self._publish(record, options, _prepend(first, blocks), seal=True)
+        return record
+
+    async def _publish(
+        self,
+        record: asyncpg.Record,
+        options: ActionOptions,
+        blocks: AsyncIterator[RowBlock],
+        *,
+        seal: bool,
+    ) -> None:
+        publisher = self._producer.publisher()
+        try:
+            chunk_no = 0
+            async for block in blocks:
+                await publisher.send(_chunk(record, options, chunk_no, block))
+                chunk_no += 1
+            await publisher.flush()
+        except CsvRejected as exc:
+            await self._abandon(record, publisher, exc.code, exc.message)
+            raise InvalidCsv(exc.code, exc.message) from exc
+        except KafkaError as exc:
+            await self._abandon(record, publisher, "publish_failed", str(exc))
+            raise Unavailable(
+                "the message broker is unavailable; the action was not queued"
+            ) from exc
+        if seal:
+            await self._store.seal(record["id"], publisher.published_rows)
+
+    async def _abandon(
+        self, record: asyncpg.Record, publisher: Publisher, code: str, message: str
+    ) -> None:
+        log.warning("bulk action %s abandoned: %s", record["id"], code)
+        try:
+            await publisher.flush()
+        except KafkaError:
+            pass  # what did not reach Kafka is not counted in the total either way
+        await self._store.fail(
+            record["id"], {"code": code, "message": message}, publisher.published_rows
+        )
+
+
+def _check_header(entity: str, options: ActionOptions, header: list[str]) -> None:
+    identifier = ENTITIES[entity].identifier
+    fields = {options.mapping.get(name, name).strip().lower() for name in header}
+    if identifier not in fields:
+        raise InvalidCsv(
+            "missing_identifier_column",
+            f"the header has no {identifier!r} column (nor a mapping to it)",
+        )
+
+
+def _chunk(record: asyncpg.Record, options: ActionOptions, chunk_no: int, block: RowBlock) -> Chunk:
+    return Chunk(
+        action_id=str(record["id"]),
+        account_id=record["account_id"],
+        entity=record["entity"],
+        action=record["action"],
+        chunk_no=chunk_no,
+        first_row_no=block.first_row_no,
+        rows=block.rows,
+        options=options.model_dump(mode="json"),
+        broken=block.broken,
+    )
+
+
+async def _aiter(blocks: object) -> AsyncIterator[RowBlock]:
+    for block in blocks:  # type: ignore[attr-defined]
+        yield block
+
+
+async def _prepend(first: RowBlock, rest: AsyncIterator[RowBlock]) -> AsyncIterator[RowBlock]:
+    yield first
+    async for block in rest:
+        yield block

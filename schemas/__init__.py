@@ -1,0 +1,1 @@
+"""Models the roles agree on: HTTP bodies, Kafka messages and entity rows."""

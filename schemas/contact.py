@@ -1,0 +1,40 @@
+"""The contact entity's fields and their validation rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+# Pragmatic syntax check (RFC 5322 allows more, mail systems do not): one @,
+# no spaces, a dotted domain with a 2+ letter top level.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value) or ".." in value:
+        raise ValueError("not a valid email address")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=200)]
+Name = Annotated[str, StringConstraints(max_length=100)]
+
+ContactStatus = Literal["lead", "prospect", "customer", "churned", "archived"]
+
+
+class ContactRow(BaseModel):
+    """One contact as a bulk action row gives it; absent fields stay unchanged."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
+    company: Text | None = None
+    job_title: Text | None = None
+    status: ContactStatus | None = None
+    lead_score: Annotated[int, Field(ge=0, le=100)] | None = None
+    custom_fields: dict[str, Any] | None = None

@@ -1,0 +1,117 @@
+"""Kafka messages between the ingest API, the agents and the ClickHouse sink.
+
+Both are plain slotted dataclasses encoded with orjson rather than pydantic
+models: they are produced and consumed only by bulkflow itself, millions of
+times per action, and validated at the HTTP edge before they exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+JsonRow = dict[str, Any]
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Operation(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+
+
+#: One character per row in ledgers and outcome messages: compact and replayable.
+CODES: dict[str, tuple[Outcome, Operation | None]] = {
+    "c": (Outcome.SUCCEEDED, Operation.CREATED),
+    "u": (Outcome.SUCCEEDED, Operation.UPDATED),
+    "n": (Outcome.SUCCEEDED, Operation.UNCHANGED),
+    "d": (Outcome.SUCCEEDED, Operation.DELETED),
+    "f": (Outcome.FAILED, None),
+    "s": (Outcome.SKIPPED, None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """Why a row failed or was skipped: a stable code and a message for people."""
+
+    reason: str
+    message: str
+    related_row: int = 0  # e.g. the row_no a duplicate repeats
+
+    def to_json(self) -> list[Any]:
+        return [self.reason, self.message, self.related_row]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> RowProblem:
+        return cls(str(value[0]), str(value[1]), int(value[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive rows of one bulk action; row ``i`` has ``row_no = first_row_no + i``."""
+
+    action_id: str
+    account_id: str
+    entity: str
+    action: str
+    chunk_no: int
+    first_row_no: int
+    rows: list[JsonRow]
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Rows the reader could not turn into fields (index -> problem).
+    broken: dict[int, RowProblem] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        body = asdict(self)
+        body["broken"] = {str(i): p.to_json() for i, p in self.broken.items()}
+        return orjson.dumps(body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Chunk:
+        body = orjson.loads(data)
+        body["broken"] = {int(i): RowProblem.from_json(p) for i, p in body["broken"].items()}
+        return cls(**body)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.action_id, self.chunk_no)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeBatch:
+    """The outcomes of every row of one chunk, column-oriented."""
+
+    action_id: str
+    account_id: str
+    entity: str
+    action: str
+    chunk_no: int
+    first_row_no: int
+    codes: str  # one of CODES per row
+    problems: dict[int, RowProblem]  # for rows coded "f" or "s"
+    keys: list[str]  # each row's identifier as given ("" if none)
+    rows: dict[int, JsonRow]  # the input of rows that did not succeed
+    processed_at: float  # seconds since the epoch
+
+    def to_bytes(self) -> bytes:
+        body = asdict(self)
+        body["problems"] = {str(i): p.to_json() for i, p in self.problems.items()}
+        body["rows"] = {str(i): r for i, r in self.rows.items()}
+        return orjson.dumps(body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OutcomeBatch:
+        body = orjson.loads(data)
+        body["problems"] = {int(i): RowProblem.from_json(p) for i, p in body["problems"].items()}
+        body["rows"] = {int(i): r for i, r in body["rows"].items()}
+        return cls(**body)

@@ -1,0 +1,22 @@
+-- Adds one batch's outcomes to the counts of its actions and moves their status:
+-- queued -> running on the first rows, -> completed once every row is counted
+-- (a CSV's total is known only when its upload ends: see bulk_actions_seal).
+UPDATE bulk_actions a
+SET processed_rows = a.processed_rows + p.processed,
+    succeeded      = a.succeeded + p.succeeded,
+    failed         = a.failed + p.failed,
+    skipped        = a.skipped + p.skipped,
+    started_at     = coalesce(a.started_at, now()),
+    status         = CASE
+                         WHEN a.status NOT IN ('queued', 'running') THEN a.status
+                         WHEN a.processed_rows + p.processed >= a.total_rows THEN 'completed'
+                         ELSE 'running'
+                     END,
+    finished_at    = CASE
+                         WHEN a.status IN ('queued', 'running')
+                          AND a.processed_rows + p.processed >= a.total_rows THEN now()
+                         ELSE a.finished_at
+                     END
+FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::int[])
+     AS p (action_id, processed, succeeded, failed, skipped)
+WHERE a.id = p.action_id

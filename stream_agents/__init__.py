@@ -1,0 +1,1 @@
+"""Faust agents: chunks -> Postgres (+ outcomes topic), outcomes -> ClickHouse."""

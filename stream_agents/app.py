@@ -1,0 +1,101 @@
+"""The Faust app: the chunk agent and the ClickHouse sink agent.
+
+Built by :func:`create_app` from resources the caller opened (``async with``),
+so nothing connects at import time and tests can run the same wiring against
+the real broker. Each role set gets its own consumer group: agent replicas
+(``--role agents``) share one and split the chunk partitions between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faust
+
+from bulkflow import constants
+from bulkflow.settings import Settings
+from schemas.messages import Chunk
+from stream_agents.batch import BatchProcessor
+from stream_agents.outcomes import OutcomePublisher
+from stream_agents.sink import OutcomeSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentResources:
+    processor: BatchProcessor | None  # the agents role
+    publisher: OutcomePublisher | None  # the agents role
+    sink: OutcomeSink | None  # the sink role
+
+
+def create_app(settings: Settings, resources: AgentResources) -> faust.App:
+    roles = [r for r, on in (("agents", resources.processor), ("sink", resources.sink)) if on]
+    app = faust.App(
+        settings.topic(f"bulkflow-{'-'.join(roles)}"),
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        autodiscover=False,
+        web_enabled=False,
+        topic_disable_leader=True,
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=200,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    if resources.processor is not None and resources.publisher is not None:
+        _add_chunk_agent(app, settings, resources.processor, resources.publisher)
+    if resources.sink is not None:
+        _add_sink_agent(app, settings, resources.sink)
+    return app
+
+
+def _raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, internal=False)
+
+
+def _add_chunk_agent(
+    app: faust.App, settings: Settings, processor: BatchProcessor, publisher: OutcomePublisher
+) -> None:
+    topic = _raw_topic(app, settings.topic(constants.CHUNKS_TOPIC))
+
+    @app.agent(topic, name="apply-chunks")
+    async def apply_chunks(stream: faust.StreamT[bytes]) -> None:
+        # take() acks the whole batch when the body ends, even if it raised:
+        # handle_chunks therefore never raises.
+        async for values in stream.take(
+            constants.AGENT_BATCH_CHUNKS, within=constants.AGENT_BATCH_WITHIN
+        ):
+            await handle_chunks(values, processor, publisher)
+
+
+def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> None:
+    topic = _raw_topic(app, settings.topic(constants.OUTCOMES_TOPIC))
+
+    @app.agent(topic, name="record-outcomes")
+    async def record_outcomes(stream: faust.StreamT[bytes]) -> None:
+        async for values in stream.take(
+            constants.SINK_BATCH_MESSAGES, within=constants.SINK_BATCH_WITHIN
+        ):
+            await sink.write(values)
+
+
+async def handle_chunks(
+    values: Sequence[bytes], processor: BatchProcessor, publisher: OutcomePublisher
+) -> None:
+    chunks = []
+    for value in values:
+        try:
+            chunks.append(Chunk.from_bytes(value))
+        except (ValueError, TypeError, KeyError):
+            log.exception("skipping a chunk message that cannot be decoded")
+    if not chunks:
+        return
+    try:
+        outcomes = await processor.process(chunks)
+    except Exception as exc:
+        log.exception("a batch of %d chunks failed", len(chunks))
+        outcomes = await processor.fail(chunks, exc)
+    await publisher.publish(outcomes)

@@ -1,0 +1,308 @@
+"""Apply a batch of chunks to Postgres: effectively once, set-based, per-row outcomes.
+
+One transaction per batch:
+
+1. look up the chunks in ``chunk_ledger``: a chunk found there was applied
+   before (Kafka redelivered it) and its recorded outcomes are replayed;
+2. validate every row of the other chunks; invalid rows fail with a reason;
+3. stage the valid rows and apply them with the entity's one-statement SQL
+   (rows repeating a key within the batch: same action -> skipped as
+   ``duplicate``; another action -> a later round, keeping submission order);
+4. record the chunks in the ledger and add their counts to their actions.
+
+Transient failures (decided by exception class) retry the whole transaction at
+a fixed interval; nothing is half-applied because nothing commits until step 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from bulkflow import constants, sql
+from schemas.bulk_action import ActionOptions
+from schemas.entity import ENTITIES, Entity, Prepared
+from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
+from stream_agents.errors import ConcurrentWrite, RetriesExhausted, is_transient
+
+log = logging.getLogger(__name__)
+
+ChunkKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    codes: list[str]
+    problems: dict[int, RowProblem] = field(default_factory=dict)
+
+    def fail(self, index: int, problem: RowProblem, code: str = "f") -> None:
+        self.codes[index] = code
+        self.problems[index] = problem
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    chunk: ChunkKey
+    index: int
+    account_id: str
+    action_id: str
+    row_no: int
+    op: str
+    row: Prepared
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        entities: dict[str, Entity] = ENTITIES,
+        attempts: int = constants.RETRY_ATTEMPTS,
+        interval: float = constants.RETRY_INTERVAL,
+    ) -> None:
+        self._pool = pool
+        self._entities = entities
+        self._attempts = attempts
+        self._interval = interval
+
+    async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
+        """Apply the chunks; return the outcomes of every row of every known action."""
+        unique = list({chunk.key: chunk for chunk in reversed(chunks)}.values())[::-1]
+        results = await self._with_retries(unique)
+        now = time.time()
+        return [self._outcomes(c, results[c.key], now) for c in unique if c.key in results]
+
+    async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
+        """Fail every row of chunks that could not be applied, and record that if possible.
+
+        Chunks another consumer recorded meanwhile keep their recorded outcomes.
+        """
+        cause = exc.cause if isinstance(exc, RetriesExhausted) else exc
+        reason = "retries_exhausted" if isinstance(exc, RetriesExhausted) else "internal_error"
+        problem = RowProblem(reason, f"{type(cause).__name__}: {cause}"[:500])
+        unique = list({chunk.key: chunk for chunk in reversed(chunks)}.values())[::-1]
+        results = {
+            c.key: ChunkResult(["f"] * len(c.rows), dict.fromkeys(range(len(c.rows)), problem))
+            for c in unique
+        }
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                recorded = await self._recorded(conn, unique)
+                known = await self._known_actions(conn, unique)
+                fresh = [c for c in unique if c.key not in recorded and c.action_id in known]
+                if fresh:
+                    await self._record(conn, fresh, {c.key: results[c.key] for c in fresh})
+                results.update(recorded)
+        except Exception:
+            log.exception("could not record the failure of %d chunks", len(unique))
+        now = time.time()
+        return [self._outcomes(c, results[c.key], now) for c in unique]
+
+    async def _with_retries(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await self._apply_once(chunks)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == self._attempts:
+                    raise RetriesExhausted(attempt, exc) from exc
+                log.warning("batch attempt %d failed (%s), retrying", attempt, type(exc).__name__)
+                await asyncio.sleep(self._interval)
+        raise AssertionError("unreachable")
+
+    async def _apply_once(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            recorded = await self._recorded(conn, chunks)
+            known = await self._known_actions(conn, chunks)
+            for chunk in chunks:
+                if chunk.action_id not in known:
+                    log.error("dropping chunk %s of unknown action", chunk.key)
+            fresh = [c for c in chunks if c.key not in recorded and c.action_id in known]
+            if not fresh:
+                return recorded
+            results = await self._apply(conn, fresh)
+            await self._record(conn, fresh, results)
+        return {**recorded, **results}
+
+    async def _recorded(
+        self, conn: asyncpg.Connection, chunks: list[Chunk]
+    ) -> dict[ChunkKey, ChunkResult]:
+        rows = await conn.fetch(
+            sql.postgres("chunk_ledger_fetch"),
+            [c.action_id for c in chunks],
+            [c.chunk_no for c in chunks],
+        )
+        return {
+            (r["action_id"], r["chunk_no"]): ChunkResult(
+                list(r["codes"]),
+                {int(i): RowProblem.from_json(p) for i, p in r["reasons"].items()},
+            )
+            for r in rows
+        }
+
+    async def _known_actions(self, conn: asyncpg.Connection, chunks: list[Chunk]) -> set[str]:
+        ids = sorted({c.action_id for c in chunks})
+        return {r["id"] for r in await conn.fetch(sql.postgres("bulk_actions_known"), ids)}
+
+    async def _apply(
+        self, conn: asyncpg.Connection, chunks: list[Chunk]
+    ) -> dict[ChunkKey, ChunkResult]:
+        results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
+        staged: dict[str, list[_Staged]] = defaultdict(list)
+        for chunk in chunks:
+            self._prepare(chunk, results[chunk.key], staged)
+        for name, rows in staged.items():
+            entity = self._entities[name]
+            for round_rows in _rounds(rows, results, entity):
+                await self._apply_round(conn, entity, round_rows, results)
+        return results
+
+    def _prepare(self, chunk: Chunk, result: ChunkResult, staged: dict[str, list[_Staged]]) -> None:
+        entity = self._entities.get(chunk.entity)
+        if entity is None:
+            problem = RowProblem("unknown_entity", f"no entity named {chunk.entity!r}")
+            for index in range(len(chunk.rows)):
+                result.fail(index, problem)
+            return
+        options = ActionOptions.model_validate(chunk.options)
+        for index, row in enumerate(chunk.rows):
+            prepared = chunk.broken.get(index) or entity.prepare(row, options, chunk.action)
+            if isinstance(prepared, RowProblem):
+                result.fail(index, prepared)
+                continue
+            staged[entity.name].append(
+                _Staged(
+                    chunk.key,
+                    index,
+                    chunk.account_id,
+                    chunk.action_id,
+                    chunk.first_row_no + index,
+                    chunk.action,
+                    prepared,
+                )
+            )
+
+    async def _apply_round(
+        self,
+        conn: asyncpg.Connection,
+        entity: Entity,
+        rows: list[_Staged],
+        results: dict[ChunkKey, ChunkResult],
+    ) -> None:
+        columns: list[list[Any]] = [
+            list(range(len(rows))),
+            [s.account_id for s in rows],
+            [s.action_id for s in rows],
+            [s.row_no for s in rows],
+            [s.op for s in rows],
+            [s.row.display_key for s in rows],
+            [s.row.mask for s in rows],
+        ]
+        columns += [[s.row.values[i] for s in rows] for i in range(len(entity.fields))]
+        for record in await conn.fetch(sql.postgres(entity.apply_query), *columns):
+            staged = rows[record["seq"]]
+            code, reason = record["code"], record["reason"]
+            if code == "r":
+                raise ConcurrentWrite(
+                    f"{entity.name} {staged.row.display_key} written concurrently"
+                )
+            result = results[staged.chunk]
+            result.codes[staged.index] = code
+            if reason:
+                related = record["related_row"]
+                result.problems[staged.index] = RowProblem(
+                    reason, _message(entity, reason, related), related
+                )
+
+    async def _record(
+        self, conn: asyncpg.Connection, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
+    ) -> None:
+        codes = {key: "".join(result.codes) for key, result in results.items()}
+        await conn.execute(
+            sql.postgres("chunk_ledger_record"),
+            [c.action_id for c in chunks],
+            [c.chunk_no for c in chunks],
+            [codes[c.key] for c in chunks],
+            [{str(i): p.to_json() for i, p in results[c.key].problems.items()} for c in chunks],
+        )
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for chunk in chunks:
+            total = totals[chunk.action_id]
+            total[0] += len(chunk.rows)
+            for code in codes[chunk.key]:
+                total[1 + _COUNTER[code]] += 1
+        ids = sorted(totals)  # a fixed lock order across concurrent consumers
+        await conn.execute(
+            sql.postgres("bulk_actions_progress"),
+            ids,
+            *([totals[i][column] for i in ids] for column in range(4)),
+        )
+
+    def _outcomes(self, chunk: Chunk, result: ChunkResult, now: float) -> OutcomeBatch:
+        entity = self._entities.get(chunk.entity)
+        options = ActionOptions.model_validate(chunk.options)
+        keys = [entity.display_key(r, options) if entity else "" for r in chunk.rows]
+        return OutcomeBatch(
+            action_id=chunk.action_id,
+            account_id=chunk.account_id,
+            entity=chunk.entity,
+            action=chunk.action,
+            chunk_no=chunk.chunk_no,
+            first_row_no=chunk.first_row_no,
+            codes="".join(result.codes),
+            problems=result.problems,
+            keys=keys,
+            rows={i: chunk.rows[i] for i in result.problems},
+            processed_at=now,
+        )
+
+
+_COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
+
+
+def _rounds(
+    rows: list[_Staged], results: dict[ChunkKey, ChunkResult], entity: Entity
+) -> list[list[_Staged]]:
+    """Split staged rows so that no round touches one entity twice.
+
+    A key repeated within one action is an in-file duplicate and is skipped
+    here; a key shared by two actions of an account goes to the next round,
+    so the later action's row is applied after the earlier one's.
+    """
+    first_row: dict[tuple[str, str, str], int] = {}
+    depth: dict[tuple[str, str], int] = {}
+    rounds: list[list[_Staged]] = []
+    for staged in rows:
+        in_action = (staged.account_id, staged.action_id, staged.row.key)
+        if in_action in first_row:
+            related = first_row[in_action]
+            results[staged.chunk].fail(
+                staged.index,
+                RowProblem("duplicate", _message(entity, "duplicate", related), related),
+                code="s",
+            )
+            continue
+        first_row[in_action] = staged.row_no
+        in_account = (staged.account_id, staged.row.key)
+        level = depth.get(in_account, 0)
+        depth[in_account] = level + 1
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(staged)
+    return rounds
+
+
+def _message(entity: Entity, reason: str, related: int) -> str:
+    return {
+        "duplicate": f"same {entity.identifier} as row {related}",
+        "not_found": f"no {entity.name} with this {entity.identifier}",
+        "already_exists": f"a {entity.name} with this {entity.identifier} already exists",
+    }.get(reason, reason)
