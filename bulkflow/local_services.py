@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import pwd
 import shutil
@@ -111,9 +112,27 @@ class Postgres:
         self.port = dsn.port or 5432
         self.user = dsn.username or "bulkflow"
         self.database = dsn.path.lstrip("/") or "bulkflow"
-        self.root = settings.state_dir / "postgres"
+        self.root = self._root(settings.state_dir)
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
+
+    def _root(self, state_dir: Path) -> Path:
+        """``<state_dir>/postgres``, unless the postgres user cannot reach it.
+
+        As root, the server runs as ``postgres``, which cannot enter a checkout
+        under a private home directory (0700); its files then live under
+        /var/tmp, in a folder named after the state directory.
+        """
+        preferred = state_dir / "postgres"
+        owner = self.run_as()
+        if owner is None:
+            return preferred
+        state_dir.mkdir(parents=True, exist_ok=True)
+        reachable = subprocess.run(["test", "-x", str(state_dir)], user=owner, check=False)
+        if reachable.returncode == 0:
+            return preferred
+        digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+        return Path("/var/tmp/bulkflow") / digest / "postgres"
 
     def _bin(self, tool: str) -> Path:
         return Path(f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin") / tool
@@ -133,6 +152,7 @@ class Postgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def prepare(self) -> None:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.root, self.sockets):
             path.mkdir(parents=True, exist_ok=True)
             self._chown(path)
@@ -416,30 +436,38 @@ class Supervisor:
         log = self._log(service)
         service.install()
         service.prepare()
-        process = self._spawn(service, log) if self.pid(service) is None else None
-        self._await_ready(service, log, process)
+        spawned = self._spawn(service, log) if self.pid(service) is None else None
+        self._await_ready(service, log, spawned)
         service.after_start()
 
-    def _spawn(self, service: LocalService, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                service.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                user=service.run_as(),
-            )
-        self._pid_file(service).write_text(str(process.pid))
-        return process
+    def _spawn(self, service: LocalService, log: Path) -> int:
+        """Start the server detached (own session, output to its log); return its PID.
 
-    def _await_ready(
-        self, service: LocalService, log: Path, process: subprocess.Popen[bytes] | None
-    ) -> None:
+        posix_spawn rather than Popen: the server outlives this process by
+        design, and a Popen object would warn that its child is still running.
+        """
+        argv = service.command()
+        owner = service.run_as()
+        if owner is not None:  # setpriv switches user and execs: the PID stays the server's
+            argv = ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--init-groups", *argv]
+        pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        self._pid_file(service).write_text(str(pid))
+        return pid
+
+    def _await_ready(self, service: LocalService, log: Path, spawned: int | None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            exited = process.poll() is not None if process else self.pid(service) is None
-            if exited:
+            if _exited(spawned) if spawned else self.pid(service) is None:
                 raise ServiceError(service.name, "exited during start-up", log)
             if service.ready():
                 return
@@ -471,3 +499,12 @@ class Supervisor:
             ready = pid is not None and service.ready()
             result.append(ServiceStatus(service.name, service.port, pid, ready, self._log(service)))
         return result
+
+
+def _exited(pid: int) -> bool:
+    """Whether a child of this process has exited (reaping it if so)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid

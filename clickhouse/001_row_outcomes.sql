@@ -1,5 +1,6 @@
 -- One row per input row of every bulk action: what happened to it and why.
--- Redelivered outcomes are identical rows with the same sorting key, which the
+-- Redelivered outcomes are identical rows (the ledger keeps the first processing
+-- time) with the same sorting key, which the
 -- ReplacingMergeTree collapses: readers use FINAL (or count distinct row_no).
 CREATE DATABASE IF NOT EXISTS bulkflow;
 

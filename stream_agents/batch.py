@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -41,6 +42,9 @@ ChunkKey = tuple[str, int]
 class ChunkResult:
     codes: list[str]
     problems: dict[int, RowProblem] = field(default_factory=dict)
+    #: When the chunk was applied: a replay reports the original time, so its
+    #: outcome rows are identical to the first delivery's.
+    processed_at: float = field(default_factory=lambda: round(time.time(), 3))  # ms, as stored
 
     def fail(self, index: int, problem: RowProblem, code: str = "f") -> None:
         self.codes[index] = code
@@ -76,8 +80,7 @@ class BatchProcessor:
         """Apply the chunks; return the outcomes of every row of every known action."""
         unique = list({chunk.key: chunk for chunk in reversed(chunks)}.values())[::-1]
         results = await self._with_retries(unique)
-        now = time.time()
-        return [self._outcomes(c, results[c.key], now) for c in unique if c.key in results]
+        return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
 
     async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
         """Fail every row of chunks that could not be applied, and record that if possible.
@@ -102,8 +105,7 @@ class BatchProcessor:
                 results.update(recorded)
         except Exception:
             log.exception("could not record the failure of %d chunks", len(unique))
-        now = time.time()
-        return [self._outcomes(c, results[c.key], now) for c in unique]
+        return [self._outcomes(c, results[c.key]) for c in unique]
 
     async def _with_retries(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
         for attempt in range(1, self._attempts + 1):
@@ -144,6 +146,7 @@ class BatchProcessor:
             (r["action_id"], r["chunk_no"]): ChunkResult(
                 list(r["codes"]),
                 {int(i): RowProblem.from_json(p) for i, p in r["reasons"].items()},
+                r["processed_at"].timestamp(),
             )
             for r in rows
         }
@@ -232,6 +235,7 @@ class BatchProcessor:
             [c.chunk_no for c in chunks],
             [codes[c.key] for c in chunks],
             [{str(i): p.to_json() for i, p in results[c.key].problems.items()} for c in chunks],
+            [datetime.fromtimestamp(results[c.key].processed_at, UTC) for c in chunks],
         )
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for chunk in chunks:
@@ -246,7 +250,7 @@ class BatchProcessor:
             *([totals[i][column] for i in ids] for column in range(4)),
         )
 
-    def _outcomes(self, chunk: Chunk, result: ChunkResult, now: float) -> OutcomeBatch:
+    def _outcomes(self, chunk: Chunk, result: ChunkResult) -> OutcomeBatch:
         entity = self._entities.get(chunk.entity)
         options = ActionOptions.model_validate(chunk.options)
         keys = [entity.display_key(r, options) if entity else "" for r in chunk.rows]
@@ -261,7 +265,7 @@ class BatchProcessor:
             problems=result.problems,
             keys=keys,
             rows={i: chunk.rows[i] for i in result.problems},
-            processed_at=now,
+            processed_at=result.processed_at,
         )
 
 

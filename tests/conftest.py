@@ -1,0 +1,149 @@
+"""Fixtures that start real things: local services, a test database, a server.
+
+Tests share the developer's local Kafka, Postgres and Redis (started here if
+they are not running) but never their data: each run gets its own database,
+topic prefix, embedded ClickHouse path and API port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bulkflow.database import connect_pool
+from bulkflow.local_services import Supervisor
+from bulkflow.migrations import migrate_postgres
+from bulkflow.settings import Settings
+from bulkflow.topics import ensure_topics
+
+RUN_ID = uuid.uuid4().hex[:8]
+SERVER_START_TIMEOUT = 120.0  # seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read these settings."""
+    return {
+        "BULKFLOW_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "BULKFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "BULKFLOW_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "BULKFLOW_CLICKHOUSE_URL": settings.clickhouse_dsn,
+        "BULKFLOW_API_PORT": str(settings.api_port),
+        "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def local_services() -> Settings:
+    """The developer's local services, started if they are not running."""
+    settings = Settings()
+    statuses = Supervisor(settings).up()
+    assert all(s.ready for s in statuses), statuses
+    return settings
+
+
+@pytest.fixture(scope="session")
+def settings(local_services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    dsn = urlsplit(local_services.postgres_dsn.get_secret_value())
+    test_dsn = urlunsplit(dsn._replace(path=f"/bulkflow_test_{RUN_ID}"))
+    return Settings(
+        postgres_dsn=SecretStr(test_dsn),
+        topic_prefix=f"test-{RUN_ID}.",
+        topic_partitions=6,
+        clickhouse_url=SecretStr(f"chdb://{tmp_path_factory.mktemp('clickhouse')}"),
+        api_port=free_port(),
+    )
+
+
+@pytest.fixture(scope="session")
+def database(local_services: Settings, settings: Settings) -> Iterator[Settings]:
+    """A fresh, migrated database and the run's topics; dropped afterwards."""
+    name = urlsplit(settings.postgres_dsn.get_secret_value()).path.lstrip("/")
+    admin_dsn = local_services.postgres_dsn.get_secret_value()
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(migrate_postgres(settings))
+    asyncio.run(ensure_topics(settings))
+    yield settings
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    async with connect_pool(database, size=2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def server(database: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bulkflow serve`` (all roles) as a child process; its base URL."""
+    log_path = tmp_path_factory.mktemp("server") / "bulkflow.log"
+    env = {**os.environ, **settings_env(database)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bulkflow.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _await_health(database.api_url, process, log_path)
+        yield database.api_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _await_health(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bulkflow serve exited:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"bulkflow serve did not answer:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture
+async def api(server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        yield client

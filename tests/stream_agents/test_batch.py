@@ -1,0 +1,247 @@
+"""The batch logic against the real Postgres, without Kafka: process_batch as a function."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas.messages import Chunk, RowProblem
+from stream_agents.batch import BatchProcessor
+from tests.support import account
+
+pytestmark = pytest.mark.anyio
+
+
+async def new_action(pool: asyncpg.Pool, acct: str, total: int, action: str = "upsert") -> str:
+    action_id = str(uuid.uuid4())
+    await pool.execute(
+        "INSERT INTO bulk_actions (id, account_id, entity, action, source, total_rows)"
+        " VALUES ($1, $2, 'contact', $3, 'json', $4)",
+        action_id,
+        acct,
+        action,
+        total,
+    )
+    return action_id
+
+
+def chunk(
+    action_id: str,
+    acct: str,
+    chunk_no: int,
+    first_row_no: int,
+    rows: list[dict[str, Any]],
+    action: str = "upsert",
+) -> Chunk:
+    return Chunk(action_id, acct, "contact", action, chunk_no, first_row_no, rows)
+
+
+async def counts(pool: asyncpg.Pool, action_id: str) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        "SELECT status, processed_rows, succeeded, failed, skipped FROM bulk_actions WHERE id = $1",
+        action_id,
+    )
+    return dict(row)
+
+
+async def test_redelivered_chunk_replays_its_outcomes(pool: asyncpg.Pool) -> None:
+    acct = account()
+    action_id = await new_action(pool, acct, 3)
+    first = chunk(
+        action_id,
+        acct,
+        0,
+        1,
+        [
+            {"email": "a@example.com", "first_name": "A"},
+            {"email": "broken"},
+            {"email": "b@example.com"},
+        ],
+    )
+    processor = BatchProcessor(pool)
+    [original] = await processor.process([first])
+    snapshot = await pool.fetch(
+        "SELECT email, first_name, updated_at FROM contacts WHERE account_id = $1 ORDER BY email",
+        acct,
+    )
+    [replayed] = await processor.process([first])
+    [twice_in_one_batch] = await processor.process([first, first])
+
+    assert original.codes == "cfc"
+    assert original == replayed == twice_in_one_batch
+    assert await counts(pool, action_id) == {
+        "status": "completed",
+        "processed_rows": 3,
+        "succeeded": 2,
+        "failed": 1,
+        "skipped": 0,
+    }
+    assert snapshot == await pool.fetch(
+        "SELECT email, first_name, updated_at FROM contacts WHERE account_id = $1 ORDER BY email",
+        acct,
+    )
+
+
+async def test_in_file_duplicates_are_skipped_across_batches(pool: asyncpg.Pool) -> None:
+    acct = account()
+    action_id = await new_action(pool, acct, 4)
+    processor = BatchProcessor(pool)
+    [one] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "dup@example.com", "first_name": "First"},
+                    {"email": " DUP@example.com ", "first_name": "Second"},
+                ],
+            )
+        ]
+    )
+    [two] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                1,
+                3,
+                [
+                    {"email": "Dup@Example.com", "first_name": "Third"},
+                    {"email": "other@example.com"},
+                ],
+            )
+        ]
+    )
+    assert one.codes == "cs"
+    assert two.codes == "sc"
+    assert one.problems[1] == RowProblem("duplicate", "same email as row 1", 1)
+    assert two.problems[0] == RowProblem("duplicate", "same email as row 1", 1)
+    name = await pool.fetchval(
+        "SELECT first_name FROM contacts"
+        " WHERE account_id = $1 AND lower(email) = 'dup@example.com'",
+        acct,
+    )
+    assert name == "First"
+
+
+async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> None:
+    acct = account()
+    earlier = await new_action(pool, acct, 1)
+    later = await new_action(pool, acct, 1)
+    outcomes = await BatchProcessor(pool).process(
+        [
+            chunk(earlier, acct, 0, 1, [{"email": "x@example.com", "job_title": "Engineer"}]),
+            chunk(later, acct, 0, 1, [{"email": "x@example.com", "job_title": "Manager"}]),
+        ]
+    )
+    assert [o.codes for o in outcomes] == ["c", "u"]
+    title = await pool.fetchval("SELECT job_title FROM contacts WHERE account_id = $1", acct)
+    assert title == "Manager"
+
+
+async def test_validation_failures_name_the_field(pool: asyncpg.Pool) -> None:
+    acct = account()
+    action_id = await new_action(pool, acct, 4)
+    [out] = await BatchProcessor(pool).process(
+        [
+            chunk(
+                action_id,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "ok@example.com", "lead_score": "101"},
+                    {"email": "ok2@example.com", "status": "vip"},
+                    {"first_name": "x" * 101, "email": "ok3@example.com"},
+                    {"email": "ok4@example.com", "lead_score": "12", "Shoe Size": "44"},
+                ],
+            )
+        ]
+    )
+    assert out.codes == "fffc"
+    assert out.problems[0].reason == "invalid_lead_score"
+    assert "lead_score" in out.problems[0].message
+    assert out.problems[1].reason == "invalid_status"
+    assert out.problems[2].reason == "invalid_first_name"
+    stored = await pool.fetchrow(
+        "SELECT lead_score, custom_fields FROM contacts WHERE account_id = $1", acct
+    )
+    assert stored["lead_score"] == 12
+    assert stored["custom_fields"] == {"Shoe Size": "44"}
+
+
+async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
+    acct = account()
+    processor = BatchProcessor(pool)
+    first = await new_action(pool, acct, 1)
+    await processor.process(
+        [
+            chunk(
+                first,
+                acct,
+                0,
+                1,
+                [
+                    {
+                        "email": "k@example.com",
+                        "first_name": "Kay",
+                        "company": "Acme",
+                        "phone": "1",
+                    },
+                ],
+            )
+        ]
+    )
+    second = await new_action(pool, acct, 1)
+    [out] = await processor.process(
+        [
+            chunk(
+                second,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "k@example.com", "company": None, "phone": ""},
+                ],
+            )
+        ]
+    )
+    assert out.codes == "u"
+    row = await pool.fetchrow(
+        "SELECT first_name, company, phone FROM contacts WHERE account_id = $1", acct
+    )
+    assert dict(row) == {"first_name": "Kay", "company": None, "phone": "1"}
+
+
+@pytest.mark.parametrize(
+    ("action", "exists", "code", "reason"),
+    [
+        ("create", True, "s", "already_exists"),
+        ("create", False, "c", ""),
+        ("update", False, "f", "not_found"),
+        ("update", True, "u", ""),
+        ("delete", False, "s", "not_found"),
+        ("delete", True, "d", ""),
+    ],
+)
+async def test_each_action_on_present_and_missing_contacts(
+    pool: asyncpg.Pool, action: str, exists: bool, code: str, reason: str
+) -> None:
+    acct = account()
+    processor = BatchProcessor(pool)
+    if exists:
+        seed = await new_action(pool, acct, 1)
+        await processor.process([chunk(seed, acct, 0, 1, [{"email": "e@example.com"}])])
+    action_id = await new_action(pool, acct, 1, action)
+    [out] = await processor.process(
+        [chunk(action_id, acct, 0, 1, [{"email": "e@example.com", "first_name": "New"}], action)]
+    )
+    assert out.codes == code
+    assert (out.problems[0].reason if reason else "") == reason
+    remaining = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", acct)
+    assert remaining == (0 if action == "delete" else int(exists or action != "update"))

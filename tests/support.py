@@ -1,0 +1,100 @@
+"""Helpers for tests that drive the running server: bounded polling, no fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bulkflow import constants
+from bulkflow.settings import Settings
+
+PATIENCE = 120.0  # seconds a pipeline step may take on a busy machine
+POLL = 0.2  # seconds between polls
+
+
+def account() -> str:
+    """A fresh account per test: tests never see each other's actions."""
+    return f"acct-{uuid.uuid4().hex[:12]}"
+
+
+def auth(account_id: str) -> dict[str, str]:
+    return {"x-account-id": account_id}
+
+
+async def wait_for_status(
+    api: httpx.AsyncClient, action_id: str, account_id: str, *statuses: str
+) -> dict[str, Any]:
+    wanted = statuses or ("completed", "failed")
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        response = await api.get(f"/v1/bulk-actions/{action_id}", headers=auth(account_id))
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        if body["status"] in wanted:
+            return body
+        assert time.monotonic() < deadline, f"still {body['status']}: {body}"
+        await asyncio.sleep(POLL)
+
+
+async def wait_for_stats(
+    api: httpx.AsyncClient, action_id: str, account_id: str, rows: int
+) -> dict[str, Any]:
+    """Stats once ClickHouse holds an outcome for each of ``rows`` rows."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        response = await api.get(f"/v1/bulk-actions/{action_id}/stats", headers=auth(account_id))
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        if body["recorded_rows"] >= rows:
+            return body
+        assert time.monotonic() < deadline, f"ClickHouse has {body['recorded_rows']} of {rows}"
+        await asyncio.sleep(POLL)
+
+
+async def submit_json(
+    api: httpx.AsyncClient,
+    account_id: str,
+    rows: list[dict[str, Any]],
+    action: str = "upsert",
+    **extra: Any,
+) -> dict[str, Any]:
+    response = await api.post(
+        "/v1/bulk-actions",
+        json={"entity": "contact", "action": action, "rows": rows, **extra},
+        headers=auth(account_id),
+    )
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def chunk_topic_size(settings: Settings) -> int:
+    """Messages ever written to the chunk topic (sum of end offsets)."""
+    topic = settings.topic(constants.CHUNKS_TOPIC)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            await consumer.topics()  # refresh metadata once
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+            ]
+        offsets = await consumer.end_offsets(partitions)
+        return sum(offsets.values())
+    finally:
+        await consumer.stop()
+
+
+async def produce_raw(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(topic), value, key=key)
+    finally:
+        await producer.stop()
