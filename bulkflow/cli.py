@@ -45,6 +45,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _accounts(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.accounts import create_account, list_accounts
+    from bulkflow.database import connect_pool
+
+    async def run() -> None:
+        async with connect_pool(settings, size=1) as pool:
+            if args.action == "create":
+                account = await create_account(pool, args.name)
+                print(f"account {account.id} ({account.name})")
+                print(f"API key (shown once, keep it secret): {account.api_key}")
+            else:
+                for row in await list_accounts(pool):
+                    print(
+                        f"{row['id']}  {row['name']}  keys={row['active_keys']}  "
+                        f"created={row['created_at']:%Y-%m-%d %H:%M}"
+                    )
+
+    if args.action == "create" and not args.name:
+        print("error: accounts create needs a NAME", file=sys.stderr)
+        return 2
+    asyncio.run(run())
+    return 0
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow import daemon
 
@@ -97,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this role (repeatable); default: all three in one process",
     )
     serve.set_defaults(handler=_serve)
+
+    accounts = commands.add_parser("accounts", help="create accounts and their API keys")
+    accounts.add_argument("action", choices=["create", "list"])
+    accounts.add_argument("name", nargs="?", help="the new account's name (create)")
+    accounts.set_defaults(handler=_accounts)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)

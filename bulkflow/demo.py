@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from bulkflow.accounts import create_account
+from bulkflow.database import connect_pool
 from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
 
@@ -25,14 +27,18 @@ async def file_blocks(path: Path) -> AsyncIterator[bytes]:
             yield block
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
 async def upload_csv(
-    client: httpx.AsyncClient, path: Path, account: str, **params: str
+    client: httpx.AsyncClient, path: Path, key: str, **params: str
 ) -> dict[str, Any]:
     response = await client.post(
         "/v1/bulk-actions",
         params={"entity": "contact", "action": "upsert", **params},
         content=file_blocks(path),
-        headers={"content-type": "text/csv", "x-account-id": account},
+        headers={"content-type": "text/csv", **bearer(key)},
         timeout=None,
     )
     if response.status_code != 202:
@@ -42,18 +48,25 @@ async def upload_csv(
 
 
 async def wait_until_done(
-    client: httpx.AsyncClient, action_id: str, account: str, *, show: bool = True
+    client: httpx.AsyncClient,
+    action_id: str,
+    key: str,
+    *,
+    started: float | None = None,
+    show: bool = True,
 ) -> dict[str, Any]:
-    started = time.monotonic()
+    """Poll until the action ends; ``started`` (monotonic) is when its upload began."""
+    started = time.monotonic() if started is None else started
+    printed = 0.0
     while True:
-        response = await client.get(
-            f"/v1/bulk-actions/{action_id}", headers={"x-account-id": account}
-        )
+        response = await client.get(f"/v1/bulk-actions/{action_id}", headers=bearer(key))
         response.raise_for_status()
         action: dict[str, Any] = response.json()
-        if show:
+        finished = action["status"] in ("completed", "failed")
+        if show and (sys.stderr.isatty() or finished or time.monotonic() - printed >= 5):
             _progress(action, time.monotonic() - started)
-        if action["status"] in ("completed", "failed"):
+            printed = time.monotonic()
+        if finished:
             if show:
                 print(file=sys.stderr)
             return action
@@ -61,14 +74,12 @@ async def wait_until_done(
 
 
 async def wait_for_stats(
-    client: httpx.AsyncClient, action_id: str, account: str, total: int
+    client: httpx.AsyncClient, action_id: str, key: str, total: int
 ) -> dict[str, Any]:
     """Outcomes reach ClickHouse through the sink shortly after Postgres counts them."""
     deadline = time.monotonic() + _STATS_PATIENCE
     while True:
-        response = await client.get(
-            f"/v1/bulk-actions/{action_id}/stats", headers={"x-account-id": account}
-        )
+        response = await client.get(f"/v1/bulk-actions/{action_id}/stats", headers=bearer(key))
         response.raise_for_status()
         stats: dict[str, Any] = response.json()
         if stats["recorded_rows"] >= total or time.monotonic() > deadline:
@@ -86,13 +97,16 @@ def _progress(action: dict[str, Any], elapsed: float) -> None:
         f"[{'#' * done}{'.' * (width - done)}] {processed:>9,}/{total or '?':>9,} rows"
         f"  {rate:>8,.0f} rows/s  {action['status']}"
     )
-    if sys.stderr.isatty():
+    if sys.stderr.isatty():  # redraw in place; elsewhere (CI, logs) one line each time
         print(f"\r{line}", end="", file=sys.stderr, flush=True)
-    elif int(elapsed / _POLL) % 10 == 0 or action["status"] in ("completed", "failed"):
+    else:
         print(line, file=sys.stderr, flush=True)
 
 
 async def run_demo(settings: Settings, *, rows: int, account: str) -> int:
+    """Create an account named ``account`` (each run a new one), then upload and watch."""
+    async with connect_pool(settings, size=1) as pool:
+        key = (await create_account(pool, account)).api_key
     path = settings.state_dir / "demo" / f"contacts-{rows}.csv"
     expected = write_contacts_csv(path, rows)
     print(
@@ -101,11 +115,11 @@ async def run_demo(settings: Settings, *, rows: int, account: str) -> int:
     )
     async with httpx.AsyncClient(base_url=settings.api_url) as client:
         started = time.monotonic()
-        action = await upload_csv(client, path, account)
+        action = await upload_csv(client, path, key)
         print(f"uploaded in {time.monotonic() - started:.1f}s: bulk action {action['id']}")
-        final = await wait_until_done(client, action["id"], account)
+        final = await wait_until_done(client, action["id"], key, started=started)
         elapsed = time.monotonic() - started
-        stats = await wait_for_stats(client, action["id"], account, final["total_rows"])
+        stats = await wait_for_stats(client, action["id"], key, final["total_rows"])
     return _report(final, stats, expected, elapsed)
 
 

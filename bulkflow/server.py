@@ -21,7 +21,9 @@ from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
 from ingest_api.app import create_app as create_api
+from ingest_api.auth import Authenticator
 from ingest_api.producer import ChunkProducer
+from ingest_api.reports import Reports
 from ingest_api.routes import ApiResources
 from ingest_api.submission import Submitter
 from stream_agents.app import AgentResources
@@ -74,7 +76,14 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             assert clickhouse is not None
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
-            api = create_api(ApiResources(store, Submitter(store, producer), clickhouse))
+            api = create_api(
+                ApiResources(
+                    auth=Authenticator(pool),
+                    store=store,
+                    submitter=Submitter(store, producer),
+                    reports=Reports(clickhouse),
+                )
+            )
             config = uvicorn.Config(
                 api,
                 host=settings.api_host,

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from bulkflow import sql
-from schemas.bulk_action import ActionOptions, BulkActionView, Counts, Progress
+from ingest_api.errors import IdempotencyConflict
+from schemas.bulk_action import ActionOptions, BulkActionView, Counts, ListFilters, Progress
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key and a digest of the request it was first used with."""
+
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True)
+class Created:
+    record: asyncpg.Record
+    replayed: bool  # an earlier request with the same Idempotency-Key created it
+
+
+class _KeyTaken(Exception):
+    """Rolls back the new action: the idempotency key belongs to an earlier one."""
 
 
 class ActionStore:
@@ -24,17 +45,53 @@ class ActionStore:
         source: str,
         options: ActionOptions,
         total_rows: int | None,
-    ) -> asyncpg.Record:
-        return await self._pool.fetchrow(
-            sql.postgres("bulk_actions_create"),
-            uuid.uuid4(),
-            account_id,
-            entity,
-            action,
-            source,
-            options.model_dump(mode="json"),
-            total_rows,
+        columns: list[str],
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                record = await conn.fetchrow(
+                    sql.postgres("bulk_actions_create"),
+                    uuid.uuid4(),
+                    account_id,
+                    entity,
+                    action,
+                    source,
+                    options.model_dump(mode="json"),
+                    total_rows,
+                    columns,
+                )
+                if idempotency is not None:
+                    claimed = await conn.fetchval(
+                        sql.postgres("idempotency_keys_claim"),
+                        account_id,
+                        idempotency.key,
+                        idempotency.request_hash,
+                        record["id"],
+                    )
+                    if claimed is None:
+                        raise _KeyTaken
+            return Created(record, replayed=False)
+        except _KeyTaken:
+            assert idempotency is not None
+            earlier = await self.replay(account_id, idempotency)
+            assert earlier is not None  # keys are never deleted while their action exists
+            return earlier
+
+    async def replay(self, account_id: str, idempotency: Idempotency) -> Created | None:
+        """The action an earlier request with this key created, if any."""
+        row = await self._pool.fetchrow(
+            sql.postgres("idempotency_keys_get"), account_id, idempotency.key
         )
+        if row is None:
+            return None
+        if row["request_hash"] != idempotency.request_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request",
+                {"action_id": str(row["action_id"])},
+            )
+        record = await self.get(account_id, row["action_id"])
+        return None if record is None else Created(record, replayed=True)
 
     async def seal(self, action_id: uuid.UUID, total_rows: int) -> None:
         await self._pool.execute(sql.postgres("bulk_actions_seal"), action_id, total_rows)
@@ -45,10 +102,40 @@ class ActionStore:
     async def get(self, account_id: str, action_id: uuid.UUID) -> asyncpg.Record | None:
         return await self._pool.fetchrow(sql.postgres("bulk_actions_get"), action_id, account_id)
 
+    async def page(
+        self, account_id: str, filters: ListFilters, after: tuple[datetime, uuid.UUID] | None
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._pool.fetch(
+            sql.postgres("bulk_actions_list"),
+            account_id,
+            filters.status,
+            filters.entity,
+            filters.action,
+            filters.created_after,
+            filters.created_before,
+            after[0] if after else None,
+            after[1] if after else None,
+            filters.limit,
+        )
+        return rows
 
-def view(record: asyncpg.Record) -> BulkActionView:
+    async def summary(self, account_id: str) -> dict[str, int]:
+        rows = await self._pool.fetch(sql.postgres("bulk_actions_summary"), account_id)
+        return {r["status"]: r["actions"] for r in rows}
+
+
+def view(record: asyncpg.Record, now: datetime | None = None) -> BulkActionView:
     total = record["total_rows"]
     processed = record["processed_rows"]
+    started, finished = record["started_at"], record["finished_at"]
+    elapsed = ((finished or now or datetime.now(UTC)) - started).total_seconds() if started else 0
+    rate = processed / elapsed if elapsed > 0 else None
+    remaining = (total - processed) if total is not None else None
+    eta = (
+        round(remaining / rate, 1)
+        if rate and remaining is not None and record["status"] in ("queued", "running")
+        else None
+    )
     return BulkActionView(
         id=record["id"],
         status=record["status"],
@@ -64,9 +151,11 @@ def view(record: asyncpg.Record) -> BulkActionView:
             processed=processed,
             total=total,
             percent=round(100 * processed / total, 1) if total else (100.0 if total == 0 else None),
+            rows_per_second=round(rate, 1) if rate is not None else None,
+            eta_seconds=eta,
         ),
         error=record["error"],
         created_at=record["created_at"],
-        started_at=record["started_at"],
-        finished_at=record["finished_at"],
+        started_at=started,
+        finished_at=finished,
     )

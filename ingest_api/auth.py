@@ -1,24 +1,27 @@
-"""Who is calling: the account every request acts for.
+"""Who is calling: the account an API key acts for.
 
-Interim scheme until API keys: the ``X-Account-Id`` header names the account.
-The account never comes from the request body.
+Every endpoint takes ``Authorization: Bearer <key>``; the account never comes
+from the request body. A missing, malformed, unknown or revoked key is 401.
 """
 
 from __future__ import annotations
 
-import re
-
+import asyncpg
 from starlette.requests import Request
 
+from bulkflow.accounts import account_for_key
 from ingest_api.errors import Unauthorized
 
-_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+class Authenticator:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
 
-def account_of(request: Request) -> str:
-    account = request.headers.get("x-account-id", "")
-    if not _ACCOUNT_ID.match(account):
-        raise Unauthorized(
-            "an X-Account-Id header (1-64 letters, digits, '.', '_', '-') is required"
-        )
-    return account
+    async def account(self, request: Request) -> str:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        account = await account_for_key(self._pool, key.strip())
+        if account is None:
+            raise Unauthorized("the API key is not valid")
+        return account

@@ -24,6 +24,7 @@ class JsonResponse(JSONResponse):
 class ApiError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
@@ -51,11 +52,17 @@ class ValidationFailed(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class IdempotencyConflict(ApiError):
+    status = 409
+    code = "idempotency_conflict"
 
 
 class PayloadTooLarge(ApiError):
@@ -79,7 +86,9 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JsonResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+    return JsonResponse(
+        error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

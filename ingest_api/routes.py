@@ -1,23 +1,24 @@
-"""HTTP handlers of the bulk action API."""
+"""HTTP handlers of the bulk action API; every one acts for the caller's account."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bulkflow import constants
-from bulkflow.clickhouse import ClickHouse
-from ingest_api.actions import ActionStore, view
-from ingest_api.auth import account_of
+from ingest_api.actions import ActionStore, Created, Idempotency, view
+from ingest_api.auth import Authenticator
 from ingest_api.csv_reader import CsvFormat, CsvReader, CsvRejected
 from ingest_api.errors import (
     InvalidCsv,
@@ -28,18 +29,23 @@ from ingest_api.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from ingest_api.pagination import decode_cursor, encode_cursor
+from ingest_api.reports import Reports
 from ingest_api.submission import Submitter
-from schemas.bulk_action import BulkActionRequest, BulkActionStats, Counts, CsvParameters
+from schemas.bulk_action import BulkActionRequest, CsvParameters, ListFilters, LogFilters
 
 _MAX_ERRORS = 50  # validation errors listed in one response
 _UPLOAD_BLOCK = 64 * 1024  # bytes read at a time from a multipart file part
+_MAX_IDEMPOTENCY_KEY = 255  # characters
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class ApiResources:
+    auth: Authenticator
     store: ActionStore
     submitter: Submitter
-    clickhouse: ClickHouse
+    reports: Reports
 
 
 def _resources(request: Request) -> ApiResources:
@@ -47,82 +53,46 @@ def _resources(request: Request) -> ApiResources:
     return resources
 
 
+async def _caller(request: Request) -> tuple[ApiResources, str]:
+    resources = _resources(request)
+    return resources, await resources.auth.account(request)
+
+
+# --- writing -------------------------------------------------------------
+
+
 async def create_bulk_action(request: Request) -> Response:
-    account = account_of(request)
+    resources, account = await _caller(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
-        record = await _submit_json(request, account)
+        created = await _submit_json(request, resources, account)
     elif media_type == "text/csv":
-        params = _csv_parameters(dict(request.query_params))
-        record = await _submit_csv(request, account, params, request.stream())
+        params = _parse(CsvParameters, dict(request.query_params), "the CSV parameters are invalid")
+        created = await _submit_csv(request, resources, account, params, request.stream())
     elif media_type == "multipart/form-data":
-        record = await _submit_multipart(request, account)
+        created = await _submit_multipart(request, resources, account)
     else:
         raise UnsupportedMediaType(
             "send application/json, text/csv or multipart/form-data with a 'file' part",
             {"content_type": media_type or None},
         )
-    fresh = await _resources(request).store.get(account, record["id"])
-    body = view(fresh or record).model_dump(mode="json")
-    return JsonResponse(body, status_code=202, headers={"Location": _location(record["id"])})
+    record = await resources.store.get(account, created.record["id"]) or created.record
+    headers = {"Location": f"/v1/bulk-actions/{record['id']}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JsonResponse(view(record).model_dump(mode="json"), status_code=202, headers=headers)
 
 
-async def get_bulk_action(request: Request) -> Response:
-    account = account_of(request)
-    record = await _resources(request).store.get(account, _action_id(request))
-    if record is None:
-        raise NotFound("no such bulk action")
-    return JsonResponse(view(record).model_dump(mode="json"))
-
-
-async def get_bulk_action_stats(request: Request) -> Response:
-    account = account_of(request)
-    action_id = _action_id(request)
-    resources = _resources(request)
-    if await resources.store.get(account, action_id) is None:
-        raise NotFound("no such bulk action")
-    rows = await resources.clickhouse.rows(
-        "action_stats", {"account_id": account, "action_id": action_id}
-    )
-    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
-    operations: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    for outcome, operation, reason, count in rows:
-        counts[outcome] += count
-        if operation:
-            operations[operation] = operations.get(operation, 0) + count
-        if reason:
-            reasons[reason] = reasons.get(reason, 0) + count
-    stats = BulkActionStats(
-        id=action_id,
-        recorded_rows=sum(counts.values()),
-        counts=Counts(**counts),
-        operations=operations,
-        reasons=dict(sorted(reasons.items(), key=lambda item: -item[1])),
-    )
-    return JsonResponse(stats.model_dump(mode="json"))
-
-
-async def health(request: Request) -> Response:
-    return JsonResponse({"status": "ok"})
-
-
-def _location(action_id: uuid.UUID) -> str:
-    return f"/v1/bulk-actions/{action_id}"
-
-
-def _action_id(request: Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params["action_id"])
-    except ValueError:
-        raise NotFound("no such bulk action") from None
-
-
-def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors][
-        :_MAX_ERRORS
-    ]
+def _idempotency(request: Request, fingerprint: bytes) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > _MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            "the Idempotency-Key header must have 1 to 255 characters",
+            [{"loc": ["header", "Idempotency-Key"], "msg": "invalid length"}],
+        )
+    return Idempotency(key, hashlib.sha256(fingerprint).digest())
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -137,42 +107,51 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _submit_json(request: Request, account: str) -> Any:
+async def _submit_json(request: Request, resources: ApiResources, account: str) -> Created:
     raw = await _read_body(request, constants.MAX_JSON_BODY_BYTES)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
-    try:
-        body = BulkActionRequest.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed("the bulk action is invalid", _validation_details(exc)) from None
-    return await _resources(request).submitter.submit_rows(
-        account, body.entity, body.action, body.options, body.rows
+    body = _parse(BulkActionRequest, data, "the bulk action is invalid")
+    fingerprint = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return await resources.submitter.submit_rows(
+        account,
+        body.entity,
+        body.action,
+        body.options,
+        body.rows,
+        _idempotency(request, fingerprint),
     )
 
 
-def _csv_parameters(values: dict[str, Any]) -> CsvParameters:
-    try:
-        return CsvParameters.model_validate(values)
-    except ValidationError as exc:
-        raise ValidationFailed("the CSV parameters are invalid", _validation_details(exc)) from None
-
-
 async def _submit_csv(
-    request: Request, account: str, params: CsvParameters, body: AsyncIterator[bytes]
-) -> Any:
+    request: Request,
+    resources: ApiResources,
+    account: str,
+    params: CsvParameters,
+    body: AsyncIterator[bytes],
+) -> Created:
+    # A CSV is not hashed (it streams past): its key stands for its parameters.
+    fingerprint = b"csv:" + orjson.dumps(
+        params.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS
+    )
+    idempotency = _idempotency(request, fingerprint)
+    if idempotency is not None:
+        earlier = await resources.store.replay(account, idempotency)
+        if earlier is not None:
+            return earlier
     fmt = CsvFormat(encoding=params.encoding, delimiter=params.delimiter)
     try:
         async with CsvReader(body, fmt, constants.ROWS_PER_CHUNK) as reader:
-            return await _resources(request).submitter.submit_csv(
-                account, params.entity, params.action, params.options(), reader
+            return await resources.submitter.submit_csv(
+                account, params.entity, params.action, params.options(), reader, idempotency
             )
     except CsvRejected as exc:
         raise InvalidCsv(exc.code, exc.message) from None
 
 
-async def _submit_multipart(request: Request, account: str) -> Any:
+async def _submit_multipart(request: Request, resources: ApiResources, account: str) -> Created:
     async with request.form(max_files=1, max_fields=20) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -181,18 +160,126 @@ async def _submit_multipart(request: Request, account: str) -> Any:
                 [{"loc": ["file"], "msg": "Field required", "type": "missing"}],
             )
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        params = _csv_parameters(fields)
+        params = _parse(CsvParameters, fields, "the CSV parameters are invalid")
 
         async def blocks() -> AsyncIterator[bytes]:
             while block := await upload.read(_UPLOAD_BLOCK):
                 yield block
 
-        return await _submit_csv(request, account, params, blocks())
+        return await _submit_csv(request, resources, account, params, blocks())
+
+
+# --- reading -------------------------------------------------------------
+
+
+async def list_bulk_actions(request: Request) -> Response:
+    resources, account = await _caller(request)
+    filters = _parse(ListFilters, dict(request.query_params), "the filters are invalid")
+    after = None
+    if filters.cursor:
+        position = decode_cursor(filters.cursor)
+        try:
+            after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
+        except (IndexError, TypeError, ValueError):
+            raise ValidationFailed("the cursor is not valid") from None
+    records = await resources.store.page(account, filters, after)
+    cursor = None
+    if len(records) == filters.limit:
+        last = records[-1]
+        cursor = encode_cursor([last["created_at"].isoformat(), str(last["id"])])
+    return JsonResponse(
+        {"data": [view(r).model_dump(mode="json") for r in records], "next_cursor": cursor}
+    )
+
+
+async def summary(request: Request) -> Response:
+    resources, account = await _caller(request)
+    counts = await resources.store.summary(account)
+    statuses = ("queued", "running", "completed", "failed")
+    return JsonResponse(
+        {"total": sum(counts.values()), "by_status": {s: counts.get(s, 0) for s in statuses}}
+    )
+
+
+async def get_bulk_action(request: Request) -> Response:
+    resources, account = await _caller(request)
+    record = await _owned(request, resources, account)
+    return JsonResponse(view(record).model_dump(mode="json"))
+
+
+async def get_bulk_action_stats(request: Request) -> Response:
+    resources, account = await _caller(request)
+    record = await _owned(request, resources, account)
+    stats = await resources.reports.stats(account, record["id"])
+    return JsonResponse(stats.model_dump(mode="json"))
+
+
+async def get_bulk_action_logs(request: Request) -> Response:
+    resources, account = await _caller(request)
+    record = await _owned(request, resources, account)
+    filters = _parse(LogFilters, dict(request.query_params), "the filters are invalid")
+    if "application/x-ndjson" in request.headers.get("accept", ""):
+        return StreamingResponse(
+            resources.reports.all_logs(account, record["id"], filters),
+            media_type="application/x-ndjson",
+        )
+    after = 0
+    if filters.cursor:
+        position = decode_cursor(filters.cursor)
+        if len(position) != 1 or not isinstance(position[0], int):
+            raise ValidationFailed("the cursor is not valid")
+        after = position[0]
+    rows = await resources.reports.logs(account, record["id"], filters, after, filters.limit)
+    cursor = encode_cursor([rows[-1].row_no]) if len(rows) == filters.limit else None
+    return JsonResponse({"data": [r.model_dump(mode="json") for r in rows], "next_cursor": cursor})
+
+
+async def get_failed_rows_csv(request: Request) -> Response:
+    resources, account = await _caller(request)
+    record = await _owned(request, resources, account)
+    include = {part.strip() for part in request.query_params.get("include", "").split(",")}
+    outcomes = ["failed", "skipped"] if "skipped" in include else ["failed"]
+    return StreamingResponse(
+        resources.reports.problem_rows_csv(
+            account, record["id"], list(record["columns"]), outcomes
+        ),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{record["id"]}-failed-rows.csv"'},
+    )
+
+
+async def health(request: Request) -> Response:
+    return JsonResponse({"status": "ok"})
+
+
+async def _owned(request: Request, resources: ApiResources, account: str) -> Any:
+    """The action named in the path, if it is the caller's: otherwise 404, never 403."""
+    try:
+        action_id = uuid.UUID(request.path_params["action_id"])
+    except ValueError:
+        raise NotFound("no such bulk action") from None
+    record = await resources.store.get(account, action_id)
+    if record is None:
+        raise NotFound("no such bulk action")
+    return record
+
+
+def _parse(model: type[Model], data: Any, message: str) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+        raise ValidationFailed(message, details[:_MAX_ERRORS]) from None
 
 
 routes = [
     Route("/healthz", health, methods=["GET"]),
     Route("/v1/bulk-actions", create_bulk_action, methods=["POST"]),
+    Route("/v1/bulk-actions", list_bulk_actions, methods=["GET"]),
+    Route("/v1/bulk-actions/summary", summary, methods=["GET"]),
     Route("/v1/bulk-actions/{action_id}", get_bulk_action, methods=["GET"]),
     Route("/v1/bulk-actions/{action_id}/stats", get_bulk_action_stats, methods=["GET"]),
+    Route("/v1/bulk-actions/{action_id}/logs", get_bulk_action_logs, methods=["GET"]),
+    Route("/v1/bulk-actions/{action_id}/failed-rows.csv", get_failed_rows_csv, methods=["GET"]),
 ]

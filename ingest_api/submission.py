@@ -9,7 +9,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from bulkflow import constants
-from ingest_api.actions import ActionStore
+from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
 from ingest_api.errors import InvalidCsv, Unavailable, ValidationFailed
 from ingest_api.producer import ChunkProducer, Publisher
@@ -37,23 +37,34 @@ class Submitter:
         self._producer = producer
 
     async def submit_rows(
-        self, account_id: str, entity: str, action: str, options: ActionOptions, rows: list[JsonRow]
-    ) -> asyncpg.Record:
+        self,
+        account_id: str,
+        entity: str,
+        action: str,
+        options: ActionOptions,
+        rows: list[JsonRow],
+        idempotency: Idempotency | None = None,
+    ) -> Created:
         check_options(entity, options)
-        record = await self._store.create(
+        created = await self._store.create(
             account_id=account_id,
             entity=entity,
             action=action,
             source="json",
             options=options,
             total_rows=len(rows),
+            columns=list(dict.fromkeys(key for row in rows for key in row)),
+            idempotency=idempotency,
         )
+        if created.replayed:
+            return created
+        record = created.record
         blocks = (
             RowBlock(first_row_no=start + 1, rows=rows[start : start + constants.ROWS_PER_CHUNK])
             for start in range(0, len(rows), constants.ROWS_PER_CHUNK)
         )
         await self._publish(record, options, _aiter(blocks), seal=False)
-        return record
+        return created
 
     async def submit_csv(
         self,
@@ -62,7 +73,8 @@ class Submitter:
         action: str,
         options: ActionOptions,
         reader: CsvReader,
-    ) -> asyncpg.Record:
+        idempotency: Idempotency | None = None,
+    ) -> Created:
         """Create the action once the header and a first row are read, then stream the rest."""
         check_options(entity, options)
         _check_header(entity, options, reader.header)
@@ -73,16 +85,19 @@ class Submitter:
             raise InvalidCsv(exc.code, exc.message) from exc
         if first is None:
             raise InvalidCsv("empty_file", "the file has a header but no data rows")
-        record = await self._store.create(
+        created = await self._store.create(
             account_id=account_id,
             entity=entity,
             action=action,
             source="csv",
             options=options,
             total_rows=None,
+            columns=reader.header,
+            idempotency=idempotency,
         )
-        await self._publish(record, options, _prepend(first, blocks), seal=True)
-        return record
+        if not created.replayed:
+            await self._publish(created.record, options, _prepend(first, blocks), seal=True)
+        return created
 
     async def _publish(
         self,

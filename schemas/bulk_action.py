@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
 
 from bulkflow import constants
 
-EntityName = Literal["contact"]
+EntityName = Literal["contact", "company"]
 ActionKind = Literal["create", "update", "upsert", "delete"]
 Status = Literal["queued", "running", "completed", "failed"]
 
@@ -75,6 +75,8 @@ class Progress(BaseModel):
     processed: int
     total: int | None
     percent: float | None
+    rows_per_second: float | None  # since the first rows were processed
+    eta_seconds: float | None  # at the current rate; None once finished
 
 
 class BulkActionView(BaseModel):
@@ -93,6 +95,11 @@ class BulkActionView(BaseModel):
     finished_at: datetime | None
 
 
+class ReasonCount(BaseModel):
+    reason: str
+    rows: int
+
+
 class BulkActionStats(BaseModel):
     """Counts recomputed from the per-row outcomes in ClickHouse."""
 
@@ -101,3 +108,43 @@ class BulkActionStats(BaseModel):
     counts: Counts
     operations: dict[str, int]
     reasons: dict[str, int]
+    top_failure_reasons: list[ReasonCount]
+    top_skip_reasons: list[ReasonCount]
+
+
+class ListFilters(BaseModel):
+    """``GET /v1/bulk-actions`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    entity: EntityName | None = None
+    action: ActionKind | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class LogFilters(BaseModel):
+    """``GET /v1/bulk-actions/{id}/logs`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["succeeded", "failed", "skipped"] | None = None
+    reason: str | None = None
+    row_from: int = Field(default=1, ge=1)
+    row_to: int = Field(default=2**32 - 1, ge=1, le=2**32 - 1)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class RowLog(BaseModel):
+    row_no: int
+    outcome: str
+    operation: str | None
+    reason: str | None
+    message: str | None
+    related_row: int | None
+    key: str
+    processed_at: datetime

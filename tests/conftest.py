@@ -28,6 +28,7 @@ from bulkflow.local_services import Supervisor
 from bulkflow.migrations import migrate_postgres
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
+from tests.support import Tenant, new_tenant
 
 RUN_ID = uuid.uuid4().hex[:8]
 SERVER_START_TIMEOUT = 120.0  # seconds
@@ -141,6 +142,11 @@ def _await_health(url: str, process: subprocess.Popen[bytes], log_path: Path) ->
             pass
         time.sleep(0.3)
     pytest.fail(f"bulkflow serve did not answer:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture
+async def tenant(pool: asyncpg.Pool) -> Tenant:
+    return await new_tenant(pool)
 
 
 @pytest.fixture

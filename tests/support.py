@@ -5,34 +5,50 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bulkflow import constants
+from bulkflow.accounts import create_account
 from bulkflow.settings import Settings
 
 PATIENCE = 120.0  # seconds a pipeline step may take on a busy machine
 POLL = 0.2  # seconds between polls
 
 
-def account() -> str:
-    """A fresh account per test: tests never see each other's actions."""
-    return f"acct-{uuid.uuid4().hex[:12]}"
+def account_id() -> str:
+    """A fresh account id for tests below the API (no key needed)."""
+    return f"acc_{uuid.uuid4().hex[:16]}"
 
 
-def auth(account_id: str) -> dict[str, str]:
-    return {"x-account-id": account_id}
+@dataclass(frozen=True)
+class Tenant:
+    """An account with an API key, made through the real account code."""
+
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+
+async def new_tenant(pool: asyncpg.Pool) -> Tenant:
+    account = await create_account(pool, "test")
+    return Tenant(account.id, account.api_key)
 
 
 async def wait_for_status(
-    api: httpx.AsyncClient, action_id: str, account_id: str, *statuses: str
+    api: httpx.AsyncClient, action_id: str, tenant: Tenant, *statuses: str
 ) -> dict[str, Any]:
     wanted = statuses or ("completed", "failed")
     deadline = time.monotonic() + PATIENCE
     while True:
-        response = await api.get(f"/v1/bulk-actions/{action_id}", headers=auth(account_id))
+        response = await api.get(f"/v1/bulk-actions/{action_id}", headers=tenant.headers)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         if body["status"] in wanted:
@@ -42,12 +58,12 @@ async def wait_for_status(
 
 
 async def wait_for_stats(
-    api: httpx.AsyncClient, action_id: str, account_id: str, rows: int
+    api: httpx.AsyncClient, action_id: str, tenant: Tenant, rows: int
 ) -> dict[str, Any]:
     """Stats once ClickHouse holds an outcome for each of ``rows`` rows."""
     deadline = time.monotonic() + PATIENCE
     while True:
-        response = await api.get(f"/v1/bulk-actions/{action_id}/stats", headers=auth(account_id))
+        response = await api.get(f"/v1/bulk-actions/{action_id}/stats", headers=tenant.headers)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         if body["recorded_rows"] >= rows:
@@ -58,7 +74,7 @@ async def wait_for_stats(
 
 async def submit_json(
     api: httpx.AsyncClient,
-    account_id: str,
+    tenant: Tenant,
     rows: list[dict[str, Any]],
     action: str = "upsert",
     **extra: Any,
@@ -66,7 +82,7 @@ async def submit_json(
     response = await api.post(
         "/v1/bulk-actions",
         json={"entity": "contact", "action": action, "rows": rows, **extra},
-        headers=auth(account_id),
+        headers=tenant.headers,
     )
     assert response.status_code == 202, response.text
     body: dict[str, Any] = response.json()

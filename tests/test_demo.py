@@ -8,12 +8,11 @@ import sys
 
 from bulkflow.settings import Settings
 from tests.conftest import settings_env
-from tests.support import account
 
 
 def test_demo_completes_with_the_expected_counts(server: str, database: Settings) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "demo", "--rows", "3000", "--account", account()],
+        [sys.executable, "-m", "bulkflow.cli", "demo", "--rows", "3000", "--account", "demo-test"],
         env={**os.environ, **settings_env(database), "BULKFLOW_STATE_DIR": str(database.state_dir)},
         capture_output=True,
         text=True,

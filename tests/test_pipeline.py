@@ -12,9 +12,9 @@ from bulkflow import constants
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 from tests.support import (
-    account,
-    auth,
+    Tenant,
     chunk_topic_size,
+    new_tenant,
     produce_raw,
     submit_json,
     wait_for_stats,
@@ -32,9 +32,8 @@ def contacts(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 async def test_submit_to_completed_with_exact_counts(
-    api: httpx.AsyncClient, pool: asyncpg.Pool
+    api: httpx.AsyncClient, pool: asyncpg.Pool, tenant: Tenant
 ) -> None:
-    acct = account()
     rows = [
         *contacts(1200),  # three chunks
         {"email": "not-an-email", "first_name": "X"},
@@ -44,7 +43,7 @@ async def test_submit_to_completed_with_exact_counts(
     response = await api.post(
         "/v1/bulk-actions",
         json={"entity": "contact", "action": "upsert", "rows": rows},
-        headers=auth(acct),
+        headers=tenant.headers,
     )
     assert response.status_code == 202
     created = response.json()
@@ -52,58 +51,61 @@ async def test_submit_to_completed_with_exact_counts(
     assert created["status"] in ("queued", "running", "completed")
     assert created["total_rows"] == 1203
 
-    done = await wait_for_status(api, created["id"], acct)
+    done = await wait_for_status(api, created["id"], tenant)
     assert done["status"] == "completed"
     assert done["counts"] == {"succeeded": 1200, "failed": 2, "skipped": 1}
-    assert done["progress"] == {"processed": 1203, "total": 1203, "percent": 100.0}
+    progress = done["progress"]
+    assert (progress["processed"], progress["total"], progress["percent"]) == (1203, 1203, 100.0)
+    assert progress["rows_per_second"] > 0
+    assert progress["eta_seconds"] is None
     assert done["started_at"] is not None
     assert done["finished_at"] is not None
 
-    stored = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", acct)
+    stored = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", tenant.id)
     assert stored == 1200
     score = await pool.fetchval(
         "SELECT lead_score FROM contacts WHERE account_id = $1 AND email = $2",
-        acct,
+        tenant.id,
         "person42@example.com",
     )
     assert score == 42
 
-    stats = await wait_for_stats(api, created["id"], acct, 1203)
+    stats = await wait_for_stats(api, created["id"], tenant, 1203)
     assert stats["recorded_rows"] == 1203
     assert stats["counts"] == done["counts"]
     assert stats["operations"] == {"created": 1200}
     assert stats["reasons"] == {"invalid_email": 1, "missing_email": 1, "duplicate": 1}
 
 
-async def test_second_upsert_updates_and_reports_unchanged(api: httpx.AsyncClient) -> None:
-    acct = account()
-    first = await submit_json(api, acct, contacts(10))
-    await wait_for_status(api, first["id"], acct)
+async def test_second_upsert_updates_and_reports_unchanged(
+    api: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    first = await submit_json(api, tenant, contacts(10))
+    await wait_for_status(api, first["id"], tenant)
     changed = contacts(10)
     changed[0]["first_name"] = "Renamed"
-    second = await submit_json(api, acct, changed)
-    done = await wait_for_status(api, second["id"], acct)
+    second = await submit_json(api, tenant, changed)
+    done = await wait_for_status(api, second["id"], tenant)
     assert done["counts"] == {"succeeded": 10, "failed": 0, "skipped": 0}
-    stats = await wait_for_stats(api, second["id"], acct, 10)
+    stats = await wait_for_stats(api, second["id"], tenant, 10)
     assert stats["operations"] == {"updated": 1, "unchanged": 9}
 
 
 async def test_redelivered_chunk_doubles_nothing(
-    api: httpx.AsyncClient, pool: asyncpg.Pool, database: Settings
+    api: httpx.AsyncClient, pool: asyncpg.Pool, database: Settings, tenant: Tenant
 ) -> None:
-    acct = account()
     rows = contacts(300)
-    action = await submit_json(api, acct, rows)
-    before = await wait_for_status(api, action["id"], acct)
-    await wait_for_stats(api, action["id"], acct, 300)
+    action = await submit_json(api, tenant, rows)
+    before = await wait_for_status(api, action["id"], tenant)
+    await wait_for_stats(api, action["id"], tenant, 300)
     updated_at = await pool.fetchval(
-        "SELECT max(updated_at) FROM contacts WHERE account_id = $1", acct
+        "SELECT max(updated_at) FROM contacts WHERE account_id = $1", tenant.id
     )
 
     # Kafka delivers at least once: send the very same chunk again.
     chunk = Chunk(
         action_id=action["id"],
-        account_id=acct,
+        account_id=tenant.id,
         entity="contact",
         action="upsert",
         chunk_no=0,
@@ -111,32 +113,35 @@ async def test_redelivered_chunk_doubles_nothing(
         rows=rows,
         options=before["options"],
     )
-    await produce_raw(database, constants.CHUNKS_TOPIC, acct.encode(), chunk.to_bytes())
+    await produce_raw(database, constants.CHUNKS_TOPIC, tenant.id.encode(), chunk.to_bytes())
     # A later action of the same account is consumed after the redelivered
     # chunk (same key, same partition): once it completes, the chunk was seen.
-    marker = await submit_json(api, acct, contacts(1, start=10_000))
-    await wait_for_status(api, marker["id"], acct)
+    marker = await submit_json(api, tenant, contacts(1, start=10_000))
+    await wait_for_status(api, marker["id"], tenant)
 
-    after = await wait_for_status(api, action["id"], acct)
+    after = await wait_for_status(api, action["id"], tenant)
     assert after["counts"] == before["counts"] == {"succeeded": 300, "failed": 0, "skipped": 0}
     assert after["progress"]["processed"] == 300
-    assert await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", acct) == 301
+    assert (
+        await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", tenant.id) == 301
+    )
     assert (
         await pool.fetchval(
             "SELECT max(updated_at) FROM contacts WHERE account_id = $1 AND email <> $2",
-            acct,
+            tenant.id,
             "person10000@example.com",
         )
         == updated_at
     )
-    await wait_for_stats(api, marker["id"], acct, 1)
-    stats = await wait_for_stats(api, action["id"], acct, 300)
+    await wait_for_stats(api, marker["id"], tenant, 1)
+    stats = await wait_for_stats(api, action["id"], tenant, 300)
     assert stats["recorded_rows"] == 300
     assert stats["operations"] == {"created": 300}
 
 
-async def test_csv_upload_streams_to_completion(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
-    acct = account()
+async def test_csv_upload_streams_to_completion(
+    api: httpx.AsyncClient, pool: asyncpg.Pool, tenant: Tenant
+) -> None:
     lines = ["E-mail,Given Name,Favourite"] + [
         f'csv{i}@example.com,Name {i},"blue, green"' for i in range(1100)
     ]
@@ -148,16 +153,16 @@ async def test_csv_upload_streams_to_completion(api: httpx.AsyncClient, pool: as
             "mapping": '{"E-mail": "email", "Given Name": "first_name"}',
         },
         content="\r\n".join(lines).encode(),
-        headers={**auth(acct), "content-type": "text/csv"},
+        headers={**tenant.headers, "content-type": "text/csv"},
     )
     assert response.status_code == 202, response.text
     assert response.json()["source"] == "csv"
-    done = await wait_for_status(api, response.json()["id"], acct)
+    done = await wait_for_status(api, response.json()["id"], tenant)
     assert done["total_rows"] == 1100
     assert done["counts"] == {"succeeded": 1100, "failed": 0, "skipped": 0}
     row = await pool.fetchrow(
         "SELECT first_name, custom_fields FROM contacts WHERE account_id = $1 AND email = $2",
-        acct,
+        tenant.id,
         "csv5@example.com",
     )
     assert row["first_name"] == "Name 5"
@@ -236,53 +241,73 @@ async def test_bad_input_is_rejected_and_nothing_is_published(
     api: httpx.AsyncClient,
     pool: asyncpg.Pool,
     database: Settings,
+    tenant: Tenant,
     body: bytes,
     content_type: str,
     status: int,
     code: str,
 ) -> None:
-    acct = account()
     published = await chunk_topic_size(database)
     params = {"entity": "contact", "action": "upsert"} if content_type == "text/csv" else {}
     response = await api.post(
         "/v1/bulk-actions",
         content=body,
         params=params,
-        headers={**auth(acct), "content-type": content_type},
+        headers={**tenant.headers, "content-type": content_type},
     )
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code
     assert error["message"]
     assert set(error) == {"code", "message", "details"}
-    assert await pool.fetchval("SELECT count(*) FROM bulk_actions WHERE account_id = $1", acct) == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM bulk_actions WHERE account_id = $1", tenant.id)
+        == 0
+    )
     assert await chunk_topic_size(database) == published
 
 
-async def test_too_many_rows_is_rejected(api: httpx.AsyncClient) -> None:
+async def test_too_many_rows_is_rejected(api: httpx.AsyncClient, tenant: Tenant) -> None:
     rows = [{"email": f"r{i}@example.com"} for i in range(constants.MAX_JSON_ROWS + 1)]
     response = await api.post(
         "/v1/bulk-actions",
         json={"entity": "contact", "action": "upsert", "rows": rows},
-        headers=auth(account()),
+        headers=tenant.headers,
     )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["type"] == "too_long"
 
 
-async def test_account_comes_from_credentials(api: httpx.AsyncClient) -> None:
-    response = await api.post(
-        "/v1/bulk-actions", json={"entity": "contact", "action": "upsert", "rows": [{}]}
-    )
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "unauthorized"
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer bf_not-a-real-key", "Bearer " + "x" * 46],
+)
+async def test_missing_or_bad_key_is_401(api: httpx.AsyncClient, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"authorization": authorization}
+    for method, path in [
+        ("POST", "/v1/bulk-actions"),
+        ("GET", "/v1/bulk-actions"),
+        ("GET", "/v1/bulk-actions/summary"),
+    ]:
+        response = await api.request(
+            method,
+            path,
+            headers=headers,
+            json={"entity": "contact", "action": "upsert", "rows": [{}]},
+        )
+        assert response.status_code == 401, (method, path)
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
 
-    owner = account()
-    action = await submit_json(api, owner, contacts(1))
-    other = await api.get(f"/v1/bulk-actions/{action['id']}", headers=auth(account()))
-    assert other.status_code == 404
-    assert other.json()["error"]["code"] == "not_found"
-    stats = await api.get(f"/v1/bulk-actions/{action['id']}/stats", headers=auth(account()))
-    assert stats.status_code == 404
-    missing = await api.get("/v1/bulk-actions/not-a-uuid", headers=auth(owner))
+
+async def test_another_accounts_action_is_404(
+    api: httpx.AsyncClient, pool: asyncpg.Pool, tenant: Tenant
+) -> None:
+    action = await submit_json(api, tenant, contacts(1))
+    other = await new_tenant(pool)
+    for suffix in ("", "/stats", "/logs", "/failed-rows.csv"):
+        response = await api.get(f"/v1/bulk-actions/{action['id']}{suffix}", headers=other.headers)
+        assert response.status_code == 404, suffix
+        assert response.json()["error"]["code"] == "not_found"
+    missing = await api.get("/v1/bulk-actions/not-a-uuid", headers=tenant.headers)
     assert missing.status_code == 404

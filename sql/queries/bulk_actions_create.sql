@@ -1,3 +1,3 @@
-INSERT INTO bulk_actions (id, account_id, entity, action, source, options, total_rows)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO bulk_actions (id, account_id, entity, action, source, options, total_rows, columns)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING *

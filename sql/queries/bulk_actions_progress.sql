@@ -1,6 +1,8 @@
 -- Adds one batch's outcomes to the counts of its actions and moves their status:
 -- queued -> running on the first rows, -> completed once every row is counted
 -- (a CSV's total is known only when its upload ends: see bulk_actions_seal).
+-- started_at is the first batch's transaction start (now()), finished_at the
+-- wall clock at the end of the last one, so even a one-batch action has a duration.
 UPDATE bulk_actions a
 SET processed_rows = a.processed_rows + p.processed,
     succeeded      = a.succeeded + p.succeeded,
@@ -14,7 +16,7 @@ SET processed_rows = a.processed_rows + p.processed,
                      END,
     finished_at    = CASE
                          WHEN a.status IN ('queued', 'running')
-                          AND a.processed_rows + p.processed >= a.total_rows THEN now()
+                          AND a.processed_rows + p.processed >= a.total_rows THEN clock_timestamp()
                          ELSE a.finished_at
                      END
 FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::int[])

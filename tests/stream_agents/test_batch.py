@@ -10,7 +10,7 @@ import pytest
 
 from schemas.messages import Chunk, RowProblem
 from stream_agents.batch import BatchProcessor
-from tests.support import account
+from tests.support import account_id as account
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,55 @@
+"""Accounts and API keys: created by ``bulkflow accounts``, checked on every request.
+
+A key is ``bf_`` + 43 URL-safe characters (256 random bits). It is shown once,
+at creation; the database keeps its SHA-256 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+from bulkflow import sql
+
+KEY_PREFIX = "bf_"
+_KEY = re.compile(r"^bf_[A-Za-z0-9_-]{43}$")
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    id: str
+    name: str
+    api_key: str  # the only time the key exists in clear
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_account(pool: asyncpg.Pool, name: str) -> NewAccount:
+    account_id = "acc_" + secrets.token_hex(8)
+    key = new_key()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(sql.postgres("accounts_create"), account_id, name)
+        await conn.execute(sql.postgres("api_keys_create"), hash_key(key), account_id, key[:8])
+    return NewAccount(account_id, name, key)
+
+
+async def account_for_key(pool: asyncpg.Pool, key: str) -> str | None:
+    if not _KEY.match(key):
+        return None
+    account: str | None = await pool.fetchval(sql.postgres("api_keys_account"), hash_key(key))
+    return account
+
+
+async def list_accounts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await pool.fetch(sql.postgres("accounts_list"))
+    return rows
