@@ -20,15 +20,22 @@ from schemas.messages import Chunk, JsonRow
 log = logging.getLogger(__name__)
 
 
-def check_options(entity: str, options: ActionOptions) -> None:
-    """Mapping targets must be fields of the entity."""
-    known = set(ENTITIES[entity].fields) | {ENTITIES[entity].identifier}
-    unknown = sorted({t for t in options.mapping.values() if t.strip().lower() not in known})
-    if unknown:
-        raise ValidationFailed(
-            "mapping targets unknown fields",
-            [{"loc": ["options", "mapping"], "msg": f"unknown field {t!r}"} for t in unknown],
+def check_options(entity_name: str, action: str, options: ActionOptions) -> None:
+    """Options that cannot work for this entity and action are rejected up front."""
+    entity = ENTITIES[entity_name]
+    known = {*entity.fields, *entity.match_fields}
+    problems = [
+        {"loc": ["options", "mapping"], "msg": f"unknown field {target!r}"}
+        for target in sorted(set(options.normalised_mapping().values()) - known)
+    ]
+    if options.match_on is not None and options.match_on not in entity.match_fields:
+        problems.append(
+            {"loc": ["options", "match_on"], "msg": f"one of {', '.join(entity.match_fields)}"}
         )
+    if options.match_on == "id" and action == "create":
+        problems.append({"loc": ["options", "match_on"], "msg": "create cannot match on id"})
+    if problems:
+        raise ValidationFailed("the options do not fit this entity and action", problems)
 
 
 class Submitter:
@@ -45,7 +52,7 @@ class Submitter:
         rows: list[JsonRow],
         idempotency: Idempotency | None = None,
     ) -> Created:
-        check_options(entity, options)
+        check_options(entity, action, options)
         created = await self._store.create(
             account_id=account_id,
             entity=entity,
@@ -76,7 +83,7 @@ class Submitter:
         idempotency: Idempotency | None = None,
     ) -> Created:
         """Create the action once the header and a first row are read, then stream the rest."""
-        check_options(entity, options)
+        check_options(entity, action, options)
         _check_header(entity, options, reader.header)
         blocks = reader.blocks()
         try:
@@ -139,12 +146,13 @@ class Submitter:
 
 
 def _check_header(entity: str, options: ActionOptions, header: list[str]) -> None:
-    identifier = ENTITIES[entity].identifier
-    fields = {options.mapping.get(name, name).strip().lower() for name in header}
-    if identifier not in fields:
+    match_on = options.match_on or ENTITIES[entity].identifier
+    mapping = options.normalised_mapping()
+    fields = {mapping.get(name.lower(), name.lower()) for name in header}
+    if match_on not in fields:
         raise InvalidCsv(
             "missing_identifier_column",
-            f"the header has no {identifier!r} column (nor a mapping to it)",
+            f"the header has no {match_on!r} column (nor a mapping to it)",
         )
 
 

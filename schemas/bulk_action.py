@@ -28,6 +28,13 @@ class ActionOptions(BaseModel):
     clear_token: str | None = None
     #: Columns that are neither fields nor mapped: kept in custom_fields, or ignored.
     unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
+    #: The field rows are matched on: the entity's identifier (default), or
+    #: "external_id", or "id".
+    match_on: str | None = None
+
+    def normalised_mapping(self) -> dict[str, str]:
+        """Source columns compare case-insensitively after trimming, as headers do."""
+        return {k.strip().lower(): v.strip().lower() for k, v in self.mapping.items()}
 
 
 class BulkActionRequest(BaseModel):
@@ -55,6 +62,7 @@ class CsvParameters(BaseModel):
     ignore_empty: bool = True
     clear_token: str | None = None
     unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
+    match_on: str | None = None
 
     def options(self) -> ActionOptions:
         return ActionOptions(
@@ -62,6 +70,7 @@ class CsvParameters(BaseModel):
             ignore_empty=self.ignore_empty,
             clear_token=self.clear_token,
             unmapped=self.unmapped,
+            match_on=self.match_on,
         )
 
 

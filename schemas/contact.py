@@ -18,6 +18,8 @@ def _email(value: str) -> str:
     return value
 
 
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(max_length=200)]
 Name = Annotated[str, StringConstraints(max_length=100)]
 
@@ -25,11 +27,17 @@ ContactStatus = Literal["lead", "prospect", "customer", "churned", "archived"]
 
 
 class ContactRow(BaseModel):
-    """One contact as a bulk action row gives it; absent fields stay unchanged."""
+    """One contact as a bulk action row gives it; absent fields stay unchanged.
+
+    The field order is the staging order of ``sql/queries/contacts_apply.sql``
+    (``id`` only matches, it is never written).
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    email: Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
+    id: int | None = Field(default=None, ge=1)
+    email: Email | None = None
+    external_id: ExternalId | None = None
     first_name: Name | None = None
     last_name: Name | None = None
     phone: Annotated[str, StringConstraints(max_length=40)] | None = None

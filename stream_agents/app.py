@@ -37,6 +37,8 @@ def create_app(settings: Settings, resources: AgentResources) -> faust.App:
         settings.topic(f"bulkflow-{'-'.join(roles)}"),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         autodiscover=False,
+        # Faust keeps a data folder per app; under the state dir, not the cwd.
+        datadir=str(settings.state_dir / "faust"),
         web_enabled=False,
         topic_disable_leader=True,
         store="memory://",

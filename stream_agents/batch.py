@@ -59,6 +59,7 @@ class _Staged:
     action_id: str
     row_no: int
     op: str
+    match_on: str
     row: Prepared
 
 
@@ -159,16 +160,19 @@ class BatchProcessor:
         self, conn: asyncpg.Connection, chunks: list[Chunk]
     ) -> dict[ChunkKey, ChunkResult]:
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
-        staged: dict[str, list[_Staged]] = defaultdict(list)
+        # One group per entity and match field, in order of first appearance.
+        staged: dict[tuple[str, str], list[_Staged]] = defaultdict(list)
         for chunk in chunks:
             self._prepare(chunk, results[chunk.key], staged)
-        for name, rows in staged.items():
+        for (name, _), rows in staged.items():
             entity = self._entities[name]
             for round_rows in _rounds(rows, results, entity):
                 await self._apply_round(conn, entity, round_rows, results)
         return results
 
-    def _prepare(self, chunk: Chunk, result: ChunkResult, staged: dict[str, list[_Staged]]) -> None:
+    def _prepare(
+        self, chunk: Chunk, result: ChunkResult, staged: dict[tuple[str, str], list[_Staged]]
+    ) -> None:
         entity = self._entities.get(chunk.entity)
         if entity is None:
             problem = RowProblem("unknown_entity", f"no entity named {chunk.entity!r}")
@@ -176,12 +180,13 @@ class BatchProcessor:
                 result.fail(index, problem)
             return
         options = ActionOptions.model_validate(chunk.options)
+        match_on = options.match_on or entity.identifier
         for index, row in enumerate(chunk.rows):
             prepared = chunk.broken.get(index) or entity.prepare(row, options, chunk.action)
             if isinstance(prepared, RowProblem):
                 result.fail(index, prepared)
                 continue
-            staged[entity.name].append(
+            staged[entity.name, match_on].append(
                 _Staged(
                     chunk.key,
                     index,
@@ -189,6 +194,7 @@ class BatchProcessor:
                     chunk.action_id,
                     chunk.first_row_no + index,
                     chunk.action,
+                    match_on,
                     prepared,
                 )
             )
@@ -200,13 +206,14 @@ class BatchProcessor:
         rows: list[_Staged],
         results: dict[ChunkKey, ChunkResult],
     ) -> None:
-        columns: list[list[Any]] = [
+        columns: list[Any] = [
             list(range(len(rows))),
             [s.account_id for s in rows],
             [s.action_id for s in rows],
             [s.row_no for s in rows],
             [s.op for s in rows],
-            [s.row.display_key for s in rows],
+            rows[0].match_on,
+            [s.row.match_id for s in rows],
             [s.row.mask for s in rows],
         ]
         columns += [[s.row.values[i] for s in rows] for i in range(len(entity.fields))]

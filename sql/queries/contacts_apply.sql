@@ -1,23 +1,26 @@
 -- Applies one round of staged contact rows in one statement and returns, per
 -- staged row, an outcome code (see schemas.messages.CODES), a reason and a
--- related row_no. A round holds at most one row per (account, email): rows
+-- related row_no. A round holds at most one row per matched contact: rows
 -- that repeat a key go to a later round, in order.
 --
--- $1 seq, $2 account_id, $3 action_id, $4 row_no, $5 op, $6 email, $7 mask,
--- then the written fields in the order of ContactRow (mask bit 0 = $8 ...):
--- $8 first_name, $9 last_name, $10 phone, $11 company, $12 job_title,
--- $13 status, $14 lead_score, $15 custom_fields.
+-- $1 seq, $2 account_id, $3 action_id, $4 row_no, $5 op (create, update,
+-- upsert, delete), $6 match_on ('email', 'external_id' or 'id': one value for
+-- the round), $7 match_id, $8 mask, then the written fields in the order of
+-- schemas.contact.ContactRow (mask bit 0 = $9 ...): $9 email, $10 external_id,
+-- $11 first_name, $12 last_name, $13 phone, $14 company, $15 job_title,
+-- $16 status, $17 lead_score, $18 custom_fields.
 --
--- Code 'r' means a concurrent writer inserted the same email between our read
--- and our insert: the caller retries the batch.
+-- Code 'r' means a concurrent writer got in between our read and our write:
+-- the caller retries the batch.
 WITH staged AS MATERIALIZED (
     SELECT *
     FROM unnest(
-        $1::int[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::int[],
-        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-        $14::int[], $15::jsonb[]
-    ) AS s (seq, account_id, action_id, row_no, op, email, mask,
-            first_name, last_name, phone, company, job_title, status, lead_score, custom_fields)
+        $1::int[], $2::text[], $3::uuid[], $4::int[], $5::text[], $7::bigint[], $8::int[],
+        $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+        $15::text[], $16::text[], $17::int[], $18::jsonb[]
+    ) AS s (seq, account_id, action_id, row_no, op, match_id, mask,
+            email, external_id, first_name, last_name, phone, company, job_title, status,
+            lead_score, custom_fields)
 ),
 matched AS MATERIALIZED (
     SELECT s.*,
@@ -25,41 +28,67 @@ matched AS MATERIALIZED (
            coalesce(c.last_action_id = s.action_id AND c.last_row_no < s.row_no, false) AS duplicate,
            c.last_row_no AS first_row_no,
            c.id IS NOT NULL AND (
-                  (s.mask & 1 <> 0 AND s.first_name IS DISTINCT FROM c.first_name)
-               OR (s.mask & 2 <> 0 AND s.last_name IS DISTINCT FROM c.last_name)
-               OR (s.mask & 4 <> 0 AND s.phone IS DISTINCT FROM c.phone)
-               OR (s.mask & 8 <> 0 AND s.company IS DISTINCT FROM c.company)
-               OR (s.mask & 16 <> 0 AND s.job_title IS DISTINCT FROM c.job_title)
-               OR (s.mask & 32 <> 0 AND s.status IS DISTINCT FROM c.status)
-               OR (s.mask & 64 <> 0 AND s.lead_score IS DISTINCT FROM c.lead_score)
-               OR (s.mask & 128 <> 0
+                  (s.mask & 1 <> 0 AND $6 <> 'email' AND s.email IS DISTINCT FROM c.email)
+               OR (s.mask & 2 <> 0 AND s.external_id IS DISTINCT FROM c.external_id)
+               OR (s.mask & 4 <> 0 AND s.first_name IS DISTINCT FROM c.first_name)
+               OR (s.mask & 8 <> 0 AND s.last_name IS DISTINCT FROM c.last_name)
+               OR (s.mask & 16 <> 0 AND s.phone IS DISTINCT FROM c.phone)
+               OR (s.mask & 32 <> 0 AND s.company IS DISTINCT FROM c.company)
+               OR (s.mask & 64 <> 0 AND s.job_title IS DISTINCT FROM c.job_title)
+               OR (s.mask & 128 <> 0 AND s.status IS DISTINCT FROM c.status)
+               OR (s.mask & 256 <> 0 AND s.lead_score IS DISTINCT FROM c.lead_score)
+               OR (s.mask & 512 <> 0
                    AND coalesce(c.custom_fields || s.custom_fields, '{}') IS DISTINCT FROM c.custom_fields)
-           ) AS changes
+           ) AS changes,
+           -- Another contact already holds the email or external id this row would write.
+           CASE
+               WHEN $6 <> 'email' AND s.email IS NOT NULL AND (c.id IS NULL OR s.mask & 1 <> 0)
+                    AND EXISTS (SELECT 1 FROM contacts o
+                                WHERE o.account_id = s.account_id
+                                  AND lower(o.email) = lower(s.email)
+                                  AND o.id IS DISTINCT FROM c.id)
+                   THEN 'email_taken'
+               WHEN $6 <> 'external_id' AND s.external_id IS NOT NULL
+                    AND (c.id IS NULL OR s.mask & 2 <> 0)
+                    AND EXISTS (SELECT 1 FROM contacts o
+                                WHERE o.account_id = s.account_id
+                                  AND o.external_id = s.external_id
+                                  AND o.id IS DISTINCT FROM c.id)
+                   THEN 'external_id_taken'
+           END AS conflict
     FROM staged s
     -- LATERAL keeps the plan an index probe per staged row, whatever the table size.
     LEFT JOIN LATERAL (
         SELECT c.*
         FROM contacts c
-        WHERE c.account_id = s.account_id AND lower(c.email) = lower(s.email)
+        WHERE c.account_id = s.account_id
+          AND (   ($6 = 'email' AND lower(c.email) = lower(s.email))
+               OR ($6 = 'external_id' AND c.external_id = s.external_id)
+               OR ($6 = 'id' AND c.id = s.match_id))
     ) c ON true
 ),
 updated AS (
     UPDATE contacts c
-    SET first_name    = CASE WHEN m.mask & 1 <> 0 THEN m.first_name ELSE c.first_name END,
-        last_name     = CASE WHEN m.mask & 2 <> 0 THEN m.last_name ELSE c.last_name END,
-        phone         = CASE WHEN m.mask & 4 <> 0 THEN m.phone ELSE c.phone END,
-        company       = CASE WHEN m.mask & 8 <> 0 THEN m.company ELSE c.company END,
-        job_title     = CASE WHEN m.mask & 16 <> 0 THEN m.job_title ELSE c.job_title END,
-        status        = CASE WHEN m.mask & 32 <> 0 THEN m.status ELSE c.status END,
-        lead_score    = CASE WHEN m.mask & 64 <> 0 THEN m.lead_score ELSE c.lead_score END,
-        custom_fields = CASE WHEN m.mask & 128 <> 0
-                             THEN coalesce(c.custom_fields || m.custom_fields, '{}')
-                             ELSE c.custom_fields END,
+    SET email          = CASE WHEN m.mask & 1 <> 0 AND $6 <> 'email' THEN m.email ELSE c.email END,
+        external_id    = CASE WHEN m.mask & 2 <> 0 THEN m.external_id ELSE c.external_id END,
+        first_name     = CASE WHEN m.mask & 4 <> 0 THEN m.first_name ELSE c.first_name END,
+        last_name      = CASE WHEN m.mask & 8 <> 0 THEN m.last_name ELSE c.last_name END,
+        phone          = CASE WHEN m.mask & 16 <> 0 THEN m.phone ELSE c.phone END,
+        company        = CASE WHEN m.mask & 32 <> 0 THEN m.company ELSE c.company END,
+        job_title      = CASE WHEN m.mask & 64 <> 0 THEN m.job_title ELSE c.job_title END,
+        status         = CASE WHEN m.mask & 128 <> 0 THEN m.status ELSE c.status END,
+        lead_score     = CASE WHEN m.mask & 256 <> 0 THEN m.lead_score ELSE c.lead_score END,
+        custom_fields  = CASE WHEN m.mask & 512 <> 0
+                              THEN coalesce(c.custom_fields || m.custom_fields, '{}')
+                              ELSE c.custom_fields END,
         updated_at     = CASE WHEN m.changes THEN now() ELSE c.updated_at END,
         last_action_id = m.action_id,
         last_row_no    = m.row_no
     FROM matched m
-    WHERE c.id = m.contact_id AND m.op IN ('update', 'upsert') AND NOT m.duplicate
+    WHERE c.id = m.contact_id
+      AND m.op IN ('update', 'upsert')
+      AND NOT m.duplicate
+      AND m.conflict IS NULL
     RETURNING m.seq
 ),
 deleted AS (
@@ -70,38 +99,50 @@ deleted AS (
 ),
 inserted AS (
     INSERT INTO contacts AS c (
-        account_id, email, first_name, last_name, phone, company, job_title, status,
-        lead_score, custom_fields, last_action_id, last_row_no
+        account_id, email, external_id, first_name, last_name, phone, company, job_title,
+        status, lead_score, custom_fields, last_action_id, last_row_no
     )
-    SELECT m.account_id, m.email, m.first_name, m.last_name, m.phone, m.company, m.job_title,
-           m.status, m.lead_score, coalesce(m.custom_fields, '{}'), m.action_id, m.row_no
+    SELECT m.account_id, m.email, m.external_id, m.first_name, m.last_name, m.phone, m.company,
+           m.job_title, m.status, m.lead_score, coalesce(m.custom_fields, '{}'), m.action_id,
+           m.row_no
     FROM matched m
-    WHERE m.contact_id IS NULL AND m.op IN ('create', 'upsert')
+    WHERE m.contact_id IS NULL
+      AND m.op IN ('create', 'upsert')
+      AND $6 <> 'id'
+      AND m.email IS NOT NULL
+      AND m.conflict IS NULL
     ORDER BY m.seq
-    ON CONFLICT (account_id, lower(email)) DO NOTHING
-    RETURNING c.account_id, lower(c.email) AS email_key
+    ON CONFLICT DO NOTHING
+    RETURNING c.account_id, lower(c.email) AS email_key, c.external_id
 )
 SELECT m.seq,
        CASE
            WHEN m.duplicate THEN 's'
            WHEN m.op = 'delete' THEN CASE WHEN d.seq IS NULL THEN 's' ELSE 'd' END
-           WHEN m.contact_id IS NULL AND m.op = 'update' THEN 'f'
+           WHEN m.contact_id IS NULL AND (m.op = 'update' OR $6 = 'id') THEN 'f'
            WHEN m.contact_id IS NOT NULL AND m.op = 'create' THEN 's'
-           WHEN m.contact_id IS NULL THEN CASE WHEN i.email_key IS NULL THEN 'r' ELSE 'c' END
+           WHEN m.conflict IS NOT NULL THEN 'f'
+           WHEN m.contact_id IS NULL AND m.email IS NULL THEN 'f'
+           WHEN m.contact_id IS NULL THEN CASE WHEN i.account_id IS NULL THEN 'r' ELSE 'c' END
            WHEN u.seq IS NULL THEN 'r'
            WHEN m.changes THEN 'u'
            ELSE 'n'
        END AS code,
        CASE
            WHEN m.duplicate THEN 'duplicate'
-           WHEN m.op = 'delete' AND d.seq IS NULL THEN 'not_found'
-           WHEN m.contact_id IS NULL AND m.op = 'update' THEN 'not_found'
+           WHEN m.op = 'delete' THEN CASE WHEN d.seq IS NULL THEN 'not_found' ELSE '' END
+           WHEN m.contact_id IS NULL AND (m.op = 'update' OR $6 = 'id') THEN 'not_found'
            WHEN m.contact_id IS NOT NULL AND m.op = 'create' THEN 'already_exists'
+           WHEN m.conflict IS NOT NULL THEN m.conflict
+           WHEN m.contact_id IS NULL AND m.email IS NULL THEN 'missing_email'
            ELSE ''
        END AS reason,
        CASE WHEN m.duplicate THEN m.first_row_no ELSE 0 END AS related_row
 FROM matched m
 LEFT JOIN updated u ON u.seq = m.seq
 LEFT JOIN deleted d ON d.seq = m.seq
-LEFT JOIN inserted i ON i.account_id = m.account_id AND i.email_key = lower(m.email)
+LEFT JOIN inserted i
+       ON i.account_id = m.account_id
+      AND CASE WHEN $6 = 'email' THEN i.email_key = lower(m.email)
+               ELSE i.external_id = m.external_id END
 ORDER BY m.seq
