@@ -21,6 +21,8 @@ from schemas.messages import JsonRow, RowProblem
 
 MATCH_ID = "id"  # every entity can be matched by its own id (never written)
 MATCH_EXTERNAL_ID = "external_id"  # ... and by the caller's id for it
+#: Columns a failed-rows download adds; ignored when the fixed file comes back.
+DOWNLOAD_COLUMNS = frozenset({"row_no", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class ModelEntity:
         mapping = options.normalised_mapping()
         for column, value in row.items():
             source = column.strip().lower()
+            if source in DOWNLOAD_COLUMNS:
+                continue
             name = mapping.get(source, source)
             if isinstance(value, str):
                 if value == "" and options.ignore_empty:
