@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from bulkflow.database import connect_pool
@@ -98,6 +99,19 @@ def database(local_services: Settings, settings: Settings) -> Iterator[Settings]
     asyncio.run(ensure_topics(settings))
     yield settings
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(delete_topics(settings))
+
+
+async def delete_topics(settings: Settings) -> None:
+    """The run's topics (every name with its prefix), so runs leave the broker as they found it."""
+    client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await client.start()
+    try:
+        ours = [t for t in await client.list_topics() if t.startswith(settings.topic_prefix)]
+        if ours:
+            await client.delete_topics(ours)
+    finally:
+        await client.close()
 
 
 @pytest.fixture
