@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaProducer
 
 from bulkflow import constants
+from bulkflow.kafka import open_producer
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 
@@ -29,18 +30,8 @@ class ChunkProducer:
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[ChunkProducer]:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_request_size=8 * 1024 * 1024,
-        )
-        await producer.start()
-        try:
+        async with open_producer(settings) as producer:
             yield cls(producer, settings.topic(constants.CHUNKS_TOPIC))
-        finally:
-            await producer.stop()
 
     def publisher(self) -> Publisher:
         return Publisher(self._producer, self._topic)

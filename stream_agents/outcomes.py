@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaProducer
 
 from bulkflow import constants
+from bulkflow.kafka import open_producer
 from bulkflow.settings import Settings
 from schemas.messages import OutcomeBatch
 
@@ -26,18 +27,8 @@ class OutcomePublisher:
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[OutcomePublisher]:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_request_size=8 * 1024 * 1024,
-        )
-        await producer.start()
-        try:
+        async with open_producer(settings) as producer:
             yield cls(producer, settings.topic(constants.OUTCOMES_TOPIC))
-        finally:
-            await producer.stop()
 
     async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
         futures = [
