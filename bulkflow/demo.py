@@ -19,6 +19,7 @@ from bulkflow.settings import Settings
 _POLL = 0.5  # seconds between progress requests
 _UPLOAD_BLOCK = 256 * 1024  # bytes per upload write
 _STATS_PATIENCE = 120.0  # seconds to wait for the sink after completion
+_STALL_PATIENCE = 180.0  # seconds without progress before the demo gives up
 
 
 async def file_blocks(path: Path) -> AsyncIterator[bytes]:
@@ -58,10 +59,18 @@ async def wait_until_done(
     """Poll until the action ends; ``started`` (monotonic) is when its upload began."""
     started = time.monotonic() if started is None else started
     printed = 0.0
+    last_processed, last_change = -1, time.monotonic()
     while True:
         response = await client.get(f"/v1/bulk-actions/{action_id}", headers=bearer(key))
         response.raise_for_status()
         action: dict[str, Any] = response.json()
+        if action["progress"]["processed"] != last_processed:
+            last_processed, last_change = action["progress"]["processed"], time.monotonic()
+        elif time.monotonic() - last_change > _STALL_PATIENCE:
+            raise RuntimeError(
+                f"no progress for {_STALL_PATIENCE:.0f}s at {last_processed:,} rows; "
+                "see the server log (.local/log/bulkflow.log)"
+            )
         finished = action["status"] in ("completed", "failed")
         if show and (sys.stderr.isatty() or finished or time.monotonic() - printed >= 5):
             _progress(action, time.monotonic() - started)

@@ -165,6 +165,13 @@ class CsvReader:
             self._parse_rows()
         except (janus.SyncQueueShutDown, janus.AsyncQueueShutDown):
             pass  # the request ended first
+        except Exception as exc:  # never leave the request waiting on a dead thread
+            try:
+                self._parsed.sync_q.put(
+                    CsvRejected("invalid_csv", f"the file cannot be read: {exc}")
+                )
+            except (janus.SyncQueueShutDown, janus.AsyncQueueShutDown):
+                pass
 
     def _parse_rows(self) -> None:
         encoding = self._format.encoding

@@ -8,11 +8,13 @@ the real broker. Each role set gets its own consumer group: agent replicas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import faust
+from aiokafka.errors import KafkaError
 
 from bulkflow import constants
 from bulkflow.settings import Settings
@@ -100,4 +102,13 @@ async def handle_chunks(
     except Exception as exc:
         log.exception("a batch of %d chunks failed", len(chunks))
         outcomes = await processor.fail(chunks, exc)
-    await publisher.publish(outcomes)
+    for attempt in range(1, constants.RETRY_ATTEMPTS + 1):
+        try:
+            await publisher.publish(outcomes)
+            return
+        except KafkaError:
+            log.exception("publishing outcomes failed (attempt %d)", attempt)
+            await asyncio.sleep(constants.RETRY_INTERVAL)
+    # The broker stayed unreachable: Postgres has the effects, the counts and
+    # the ledger (which can rebuild these outcomes), but ClickHouse misses them.
+    log.error("outcomes of %d chunks not published", len(chunks))

@@ -57,14 +57,19 @@ matched AS MATERIALIZED (
                    THEN 'external_id_taken'
            END AS conflict
     FROM staged s
-    -- LATERAL keeps the plan an index probe per staged row, whatever the table size.
+    -- One index probe per staged row, whatever the table size: a UNION ALL
+    -- branch per match field, each on its own index; the branches whose
+    -- $6 test is false are skipped as one-time filters. (An OR of the three
+    -- tests makes generic plans scan the whole table.)
     LEFT JOIN LATERAL (
-        SELECT c.*
-        FROM contacts c
-        WHERE c.account_id = s.account_id
-          AND (   ($6 = 'email' AND lower(c.email) = lower(s.email))
-               OR ($6 = 'external_id' AND c.external_id = s.external_id)
-               OR ($6 = 'id' AND c.id = s.match_id))
+        SELECT c.* FROM contacts c
+        WHERE $6 = 'email' AND c.account_id = s.account_id AND lower(c.email) = lower(s.email)
+        UNION ALL
+        SELECT c.* FROM contacts c
+        WHERE $6 = 'external_id' AND c.account_id = s.account_id AND c.external_id = s.external_id
+        UNION ALL
+        SELECT c.* FROM contacts c
+        WHERE $6 = 'id' AND c.account_id = s.account_id AND c.id = s.match_id
     ) c ON true
 ),
 updated AS (
@@ -113,7 +118,9 @@ inserted AS (
       AND m.conflict IS NULL
     ORDER BY m.seq
     ON CONFLICT DO NOTHING
-    RETURNING c.account_id, lower(c.email) AS email_key, c.external_id
+    -- (action_id, row_no) names the staged row: it joins back without a
+    -- condition on $6, which generic plans could only evaluate row by row.
+    RETURNING c.last_action_id AS action_id, c.last_row_no AS row_no
 )
 SELECT m.seq,
        CASE
@@ -123,7 +130,7 @@ SELECT m.seq,
            WHEN m.contact_id IS NOT NULL AND m.op = 'create' THEN 's'
            WHEN m.conflict IS NOT NULL THEN 'f'
            WHEN m.contact_id IS NULL AND m.email IS NULL THEN 'f'
-           WHEN m.contact_id IS NULL THEN CASE WHEN i.account_id IS NULL THEN 'r' ELSE 'c' END
+           WHEN m.contact_id IS NULL THEN CASE WHEN i.row_no IS NULL THEN 'r' ELSE 'c' END
            WHEN u.seq IS NULL THEN 'r'
            WHEN m.changes THEN 'u'
            ELSE 'n'
@@ -141,8 +148,5 @@ SELECT m.seq,
 FROM matched m
 LEFT JOIN updated u ON u.seq = m.seq
 LEFT JOIN deleted d ON d.seq = m.seq
-LEFT JOIN inserted i
-       ON i.account_id = m.account_id
-      AND CASE WHEN $6 = 'email' THEN i.email_key = lower(m.email)
-               ELSE i.external_id = m.external_id END
+LEFT JOIN inserted i ON i.action_id = m.action_id AND i.row_no = m.row_no
 ORDER BY m.seq
