@@ -79,7 +79,7 @@ class BatchProcessor:
 
     async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
         """Apply the chunks; return the outcomes of every row of every known action."""
-        unique = list({chunk.key: chunk for chunk in reversed(chunks)}.values())[::-1]
+        unique = _first_of_each(chunks)
         results = await self._with_retries(unique)
         return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
 
@@ -91,7 +91,7 @@ class BatchProcessor:
         cause = exc.cause if isinstance(exc, RetriesExhausted) else exc
         reason = "retries_exhausted" if isinstance(exc, RetriesExhausted) else "internal_error"
         problem = RowProblem(reason, f"{type(cause).__name__}: {cause}"[:500])
-        unique = list({chunk.key: chunk for chunk in reversed(chunks)}.values())[::-1]
+        unique = _first_of_each(chunks)
         results = {
             c.key: ChunkResult(["f"] * len(c.rows), dict.fromkeys(range(len(c.rows)), problem))
             for c in unique
@@ -277,6 +277,11 @@ class BatchProcessor:
 
 
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
+
+
+def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks in order, a chunk delivered twice in one batch kept once."""
+    return list({chunk.key: chunk for chunk in chunks}.values())
 
 
 def _rounds(
