@@ -53,3 +53,9 @@ async def account_for_key(pool: asyncpg.Pool, key: str) -> str | None:
 async def list_accounts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await pool.fetch(sql.postgres("accounts_list"))
     return rows
+
+
+async def set_rows_per_minute(pool: asyncpg.Pool, account_id: str, rows: int | None) -> bool:
+    """Override the account's row allowance (None: back to the default); False if unknown."""
+    row = await pool.fetchrow(sql.postgres("accounts_set_limit"), account_id, rows)
+    return row is not None

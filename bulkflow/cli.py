@@ -46,12 +46,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _accounts(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.accounts import create_account, list_accounts
+    from bulkflow.accounts import create_account, list_accounts, set_rows_per_minute
     from bulkflow.database import connect_pool
 
     async def run() -> None:
         async with connect_pool(settings, size=1) as pool:
-            if args.action == "create":
+            if args.action == "limit":
+                rows = None if args.rows in (None, "default") else int(args.rows)
+                if not await set_rows_per_minute(pool, args.name, rows):
+                    raise SystemExit(f"error: no account {args.name!r}")
+                print(f"{args.name}: {rows or 'default'} rows per minute")
+            elif args.action == "create":
                 account = await create_account(pool, args.name)
                 print(f"account {account.id} ({account.name})")
                 print(f"API key (shown once, keep it secret): {account.api_key}")
@@ -59,11 +64,19 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
                 for row in await list_accounts(pool):
                     print(
                         f"{row['id']}  {row['name']}  keys={row['active_keys']}  "
+                        f"rows/min={row['rows_per_minute'] or 'default'}  "
                         f"created={row['created_at']:%Y-%m-%d %H:%M}"
                     )
 
-    if args.action == "create" and not args.name:
-        print("error: accounts create needs a NAME", file=sys.stderr)
+    if args.action in ("create", "limit") and not args.name:
+        print(
+            f"error: accounts {args.action} needs a NAME (create) or an ACCOUNT (limit)",
+            file=sys.stderr,
+        )
+        return 2
+    positive = str(args.rows).isdigit() and int(args.rows) > 0
+    if args.action == "limit" and not (args.rows == "default" or positive):
+        print("error: accounts limit ACCOUNT N needs a positive N or 'default'", file=sys.stderr)
         return 2
     asyncio.run(run())
     return 0
@@ -123,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     accounts = commands.add_parser("accounts", help="create accounts and their API keys")
-    accounts.add_argument("action", choices=["create", "list"])
-    accounts.add_argument("name", nargs="?", help="the new account's name (create)")
+    accounts.add_argument("action", choices=["create", "list", "limit"])
+    accounts.add_argument("name", nargs="?", help="the new account's name (create) or id (limit)")
+    accounts.add_argument("rows", nargs="?", help="limit: rows per minute, or 'default'")
     accounts.set_defaults(handler=_accounts)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
