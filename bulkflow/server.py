@@ -14,23 +14,28 @@ from contextlib import AsyncExitStack
 
 import uvicorn
 from faust.contrib.asgi import faust_app_running
+from redis.asyncio import Redis
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
+from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
 from ingest_api.producer import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.routes import ApiResources
 from ingest_api.submission import Submitter
-from stream_agents.app import AgentResources
+from stream_agents.app import AgentResources, Agents
 from stream_agents.app import create_app as create_agents
+from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
+from stream_agents.rate_limit import RowLimiter
 from stream_agents.sink import OutcomeSink
+from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +66,36 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             assert clickhouse is not None
             await clickhouse.apply_migrations()
         if {"agents", "sink"} & set(roles):
-            agents = AgentResources(
-                processor=BatchProcessor(pool) if "agents" in roles else None,
-                publisher=(
-                    await stack.enter_async_context(OutcomePublisher.start(settings))
-                    if "agents" in roles
-                    else None
-                ),
-                sink=OutcomeSink(clickhouse) if "sink" in roles and clickhouse else None,
-            )
-            await stack.enter_async_context(faust_app_running(create_agents(settings, agents)))
+            agents = None
+            if "agents" in roles:
+                redis = Redis.from_url(settings.redis_url.get_secret_value())
+                stack.push_async_callback(redis.aclose)
+                throttle = Throttle(pool, RowLimiter(redis), settings.rows_per_minute)
+                agents = Agents(
+                    processor=BatchProcessor(pool),
+                    publisher=await stack.enter_async_context(OutcomePublisher.start(settings)),
+                    throttle=throttle,
+                )
+                drainer = BacklogDrainer(pool, throttle, agents.processor, agents.publisher)
+                await stack.enter_async_context(drainer.running())
+            sink = OutcomeSink(clickhouse) if "sink" in roles and clickhouse else None
+            faust_app = create_agents(settings, AgentResources(agents=agents, sink=sink))
+            await stack.enter_async_context(faust_app_running(faust_app))
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
             assert clickhouse is not None
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
+            admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
             api = create_api(
                 ApiResources(
                     auth=Authenticator(pool),
                     store=store,
                     submitter=Submitter(store, producer),
                     reports=Reports(clickhouse),
-                )
+                    rows_per_minute=settings.rows_per_minute,
+                ),
+                Admin(pool, admin_token),
             )
             config = uvicorn.Config(
                 api,

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     #: ``http(s)://user:password@host:8123/database`` selects a ClickHouse server.
     clickhouse_url: SecretStr | None = None
 
+    #: Rows per minute an account's actions may apply unless the account has an
+    #: override (`bulkflow accounts limit`, or the admin API).
+    rows_per_minute: int = Field(default=10_000, ge=1)
+    #: Bearer token of the admin API (/v1/admin/...); unset disables it.
+    admin_token: SecretStr | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8787
 

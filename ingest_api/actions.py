@@ -124,21 +124,24 @@ class ActionStore:
         return {r["status"]: r["actions"] for r in rows}
 
 
-def view(record: asyncpg.Record, now: datetime | None = None) -> BulkActionView:
+def view(record: asyncpg.Record, default_rows_per_minute: int) -> BulkActionView:
+    """The API's picture of an action; the ETA allows for the account's row limit."""
     total = record["total_rows"]
     processed = record["processed_rows"]
+    status = record["status"]
     started, finished = record["started_at"], record["finished_at"]
-    elapsed = ((finished or now or datetime.now(UTC)) - started).total_seconds() if started else 0
+    now = datetime.now(UTC)
+    elapsed = ((finished or now) - started).total_seconds() if started else 0
     rate = processed / elapsed if elapsed > 0 else None
-    remaining = (total - processed) if total is not None else None
-    eta = (
-        round(remaining / rate, 1)
-        if rate and remaining is not None and record["status"] in ("queued", "running")
-        else None
-    )
+    limit = record.get("account_rows_per_minute") or default_rows_per_minute
+    eta = None
+    if total is not None and status in ("queued", "running", "throttled"):
+        pace = min(rate or float("inf"), limit / 60)
+        waiting = (record["resumes_at"] - now).total_seconds() if record["resumes_at"] else 0
+        eta = round(max(waiting, 0) + (total - processed) / pace, 1)
     return BulkActionView(
         id=record["id"],
-        status=record["status"],
+        status=status,
         entity=record["entity"],
         action=record["action"],
         source=record["source"],
@@ -155,6 +158,8 @@ def view(record: asyncpg.Record, now: datetime | None = None) -> BulkActionView:
             eta_seconds=eta,
         ),
         error=record["error"],
+        resumes_at=record["resumes_at"] if status == "throttled" else None,
+        scheduled_for=record["scheduled_for"],
         created_at=record["created_at"],
         started_at=started,
         finished_at=finished,

@@ -5,14 +5,19 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from ingest_api.errors import ApiError, api_error, http_error
+from ingest_api.admin import Admin, admin_routes
+from ingest_api.errors import ApiError, api_error, http_error, unexpected_error
 from ingest_api.routes import ApiResources, routes
 
 
-def create_app(resources: ApiResources) -> Starlette:
+def create_app(resources: ApiResources, admin: Admin) -> Starlette:
     app = Starlette(
-        routes=routes,
-        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        routes=[*routes, *admin_routes(admin)],
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
     )
     app.state.resources = resources
     return app

@@ -6,12 +6,15 @@ with the HTTP status the class carries.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger(__name__)
 
 
 class JsonResponse(JSONResponse):
@@ -53,6 +56,11 @@ class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ApiError):
@@ -97,4 +105,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JsonResponse(
         error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug or an outage: logged with its traceback, answered in the one shape."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JsonResponse(
+        error_body("internal_error", "something went wrong on our side; it has been logged"),
+        status_code=500,
     )

@@ -7,10 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -32,12 +31,11 @@ from ingest_api.errors import (
 from ingest_api.pagination import decode_cursor, encode_cursor
 from ingest_api.reports import Reports
 from ingest_api.submission import Submitter
+from ingest_api.validation import parse
 from schemas.bulk_action import BulkActionRequest, CsvParameters, ListFilters, LogFilters
 
-_MAX_ERRORS = 50  # validation errors listed in one response
 _UPLOAD_BLOCK = 64 * 1024  # bytes read at a time from a multipart file part
 _MAX_IDEMPOTENCY_KEY = 255  # characters
-Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class ApiResources:
     store: ActionStore
     submitter: Submitter
     reports: Reports
+    rows_per_minute: int  # the default row allowance, for ETAs
 
 
 def _resources(request: Request) -> ApiResources:
@@ -67,7 +66,7 @@ async def create_bulk_action(request: Request) -> Response:
     if media_type == "application/json":
         created = await _submit_json(request, resources, account)
     elif media_type == "text/csv":
-        params = _parse(CsvParameters, dict(request.query_params), "the CSV parameters are invalid")
+        params = parse(CsvParameters, dict(request.query_params), "the CSV parameters are invalid")
         created = await _submit_csv(request, resources, account, params, request.stream())
     elif media_type == "multipart/form-data":
         created = await _submit_multipart(request, resources, account)
@@ -80,7 +79,8 @@ async def create_bulk_action(request: Request) -> Response:
     headers = {"Location": f"/v1/bulk-actions/{record['id']}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JsonResponse(view(record).model_dump(mode="json"), status_code=202, headers=headers)
+    body = view(record, resources.rows_per_minute).model_dump(mode="json")
+    return JsonResponse(body, status_code=202, headers=headers)
 
 
 def _idempotency(request: Request, fingerprint: bytes) -> Idempotency | None:
@@ -113,7 +113,7 @@ async def _submit_json(request: Request, resources: ApiResources, account: str) 
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
-    body = _parse(BulkActionRequest, data, "the bulk action is invalid")
+    body = parse(BulkActionRequest, data, "the bulk action is invalid")
     fingerprint = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return await resources.submitter.submit_rows(
         account,
@@ -160,7 +160,7 @@ async def _submit_multipart(request: Request, resources: ApiResources, account: 
                 [{"loc": ["file"], "msg": "Field required", "type": "missing"}],
             )
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        params = _parse(CsvParameters, fields, "the CSV parameters are invalid")
+        params = parse(CsvParameters, fields, "the CSV parameters are invalid")
 
         async def blocks() -> AsyncIterator[bytes]:
             while block := await upload.read(_UPLOAD_BLOCK):
@@ -174,7 +174,7 @@ async def _submit_multipart(request: Request, resources: ApiResources, account: 
 
 async def list_bulk_actions(request: Request) -> Response:
     resources, account = await _caller(request)
-    filters = _parse(ListFilters, dict(request.query_params), "the filters are invalid")
+    filters = parse(ListFilters, dict(request.query_params), "the filters are invalid")
     after = None
     if filters.cursor:
         position = decode_cursor(filters.cursor)
@@ -188,7 +188,10 @@ async def list_bulk_actions(request: Request) -> Response:
         last = records[-1]
         cursor = encode_cursor([last["created_at"].isoformat(), str(last["id"])])
     return JsonResponse(
-        {"data": [view(r).model_dump(mode="json") for r in records], "next_cursor": cursor}
+        {
+            "data": [view(r, resources.rows_per_minute).model_dump(mode="json") for r in records],
+            "next_cursor": cursor,
+        }
     )
 
 
@@ -204,7 +207,7 @@ async def summary(request: Request) -> Response:
 async def get_bulk_action(request: Request) -> Response:
     resources, account = await _caller(request)
     record = await _owned(request, resources, account)
-    return JsonResponse(view(record).model_dump(mode="json"))
+    return JsonResponse(view(record, resources.rows_per_minute).model_dump(mode="json"))
 
 
 async def get_bulk_action_stats(request: Request) -> Response:
@@ -217,7 +220,7 @@ async def get_bulk_action_stats(request: Request) -> Response:
 async def get_bulk_action_logs(request: Request) -> Response:
     resources, account = await _caller(request)
     record = await _owned(request, resources, account)
-    filters = _parse(LogFilters, dict(request.query_params), "the filters are invalid")
+    filters = parse(LogFilters, dict(request.query_params), "the filters are invalid")
     if "application/x-ndjson" in request.headers.get("accept", ""):
         return StreamingResponse(
             resources.reports.all_logs(account, record["id"], filters),
@@ -262,15 +265,6 @@ async def _owned(request: Request, resources: ApiResources, account: str) -> Any
     if record is None:
         raise NotFound("no such bulk action")
     return record
-
-
-def _parse(model: type[Model], data: Any, message: str) -> Model:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-        raise ValidationFailed(message, details[:_MAX_ERRORS]) from None
 
 
 routes = [

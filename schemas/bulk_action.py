@@ -12,7 +12,9 @@ from bulkflow import constants
 
 EntityName = Literal["contact", "company"]
 ActionKind = Literal["create", "update", "upsert", "delete"]
-Status = Literal["queued", "running", "completed", "failed"]
+Status = Literal[
+    "scheduled", "queued", "running", "throttled", "paused", "completed", "cancelled", "failed"
+]
 
 
 class ActionOptions(BaseModel):
@@ -99,6 +101,9 @@ class BulkActionView(BaseModel):
     counts: Counts
     progress: Progress
     error: dict[str, Any] | None
+    #: While throttled: when the account's allowance lets rows through again.
+    resumes_at: datetime | None
+    scheduled_for: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
@@ -22,19 +23,29 @@ from schemas.messages import Chunk
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
 from stream_agents.sink import OutcomeSink
+from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Agents:
+    """What the chunk agent works with."""
+
+    processor: BatchProcessor
+    publisher: OutcomePublisher
+    throttle: Throttle
 
 
 @dataclass(frozen=True)
 class AgentResources:
-    processor: BatchProcessor | None  # the agents role
-    publisher: OutcomePublisher | None  # the agents role
+    agents: Agents | None  # the agents role
     sink: OutcomeSink | None  # the sink role
 
 
 def create_app(settings: Settings, resources: AgentResources) -> faust.App:
-    roles = [r for r, on in (("agents", resources.processor), ("sink", resources.sink)) if on]
+    roles = [r for r, on in (("agents", resources.agents), ("sink", resources.sink)) if on]
     app = faust.App(
         settings.topic(f"bulkflow-{'-'.join(roles)}"),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -49,8 +60,8 @@ def create_app(settings: Settings, resources: AgentResources) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    if resources.processor is not None and resources.publisher is not None:
-        _add_chunk_agent(app, settings, resources.processor, resources.publisher)
+    if resources.agents is not None:
+        _add_chunk_agent(app, settings, resources.agents)
     if resources.sink is not None:
         _add_sink_agent(app, settings, resources.sink)
     return app
@@ -60,9 +71,7 @@ def _raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, internal=False)
 
 
-def _add_chunk_agent(
-    app: faust.App, settings: Settings, processor: BatchProcessor, publisher: OutcomePublisher
-) -> None:
+def _add_chunk_agent(app: faust.App, settings: Settings, agents: Agents) -> None:
     topic = _raw_topic(app, settings.topic(constants.CHUNKS_TOPIC))
 
     @app.agent(topic, name="apply-chunks")
@@ -72,7 +81,7 @@ def _add_chunk_agent(
         async for values in stream.take(
             constants.AGENT_BATCH_CHUNKS, within=constants.AGENT_BATCH_WITHIN
         ):
-            await handle_chunks(values, processor, publisher)
+            await handle_chunks(values, agents)
 
 
 def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> None:
@@ -86,9 +95,8 @@ def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> No
             await sink.write(values)
 
 
-async def handle_chunks(
-    values: Sequence[bytes], processor: BatchProcessor, publisher: OutcomePublisher
-) -> None:
+async def handle_chunks(values: Sequence[bytes], agents: Agents) -> None:
+    """Apply what the account limits admit; defer the rest to the backlog, in order."""
     chunks = []
     for value in values:
         try:
@@ -97,14 +105,39 @@ async def handle_chunks(
             log.exception("skipping a chunk message that cannot be decoded")
     if not chunks:
         return
+    admission = await _persistently("admitting chunks", agents.throttle.admit, chunks)
+    if admission.now:
+        # Before deferring: a deferred chunk may be drained as soon as it is
+        # visible, and it must not overtake the admitted ones of its account.
+        await apply_and_publish(admission.now, agents)
+    await _persistently("deferring chunks", agents.throttle.defer, admission.later)
+
+
+async def _persistently(what: str, step: Callable[[Any], Awaitable[T]], arg: Any) -> T:
+    """Retry a step that must happen at the fixed interval, for as long as it takes.
+
+    The batch is acknowledged when the handler returns, so giving up would
+    lose its chunks; without Redis or Postgres nothing can progress anyway.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await step(arg)
+        except Exception:
+            log.exception("%s failed (attempt %d); retrying", what, attempt)
+            await asyncio.sleep(constants.RETRY_INTERVAL)
+
+
+async def apply_and_publish(chunks: list[Chunk], agents: Agents) -> None:
     try:
-        outcomes = await processor.process(chunks)
+        outcomes = await agents.processor.process(chunks)
     except Exception as exc:
         log.exception("a batch of %d chunks failed", len(chunks))
-        outcomes = await processor.fail(chunks, exc)
+        outcomes = await agents.processor.fail(chunks, exc)
     for attempt in range(1, constants.RETRY_ATTEMPTS + 1):
         try:
-            await publisher.publish(outcomes)
+            await agents.publisher.publish(outcomes)
             return
         except KafkaError:
             log.exception("publishing outcomes failed (attempt %d)", attempt)

@@ -33,6 +33,10 @@ from tests.support import Tenant, new_tenant
 
 RUN_ID = uuid.uuid4().hex[:8]
 SERVER_START_TIMEOUT = 120.0  # seconds
+ADMIN_TOKEN = "test-admin-token"
+#: The test server's default row allowance: high, so that only the tests that
+#: set a limit on their account are throttled.
+TEST_ROWS_PER_MINUTE = 10_000_000
 
 
 def free_port() -> int:
@@ -51,6 +55,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BULKFLOW_CLICKHOUSE_URL": settings.clickhouse_dsn,
         "BULKFLOW_API_PORT": str(settings.api_port),
         "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BULKFLOW_ROWS_PER_MINUTE": str(settings.rows_per_minute),
+        "BULKFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
     }
 
 
@@ -78,6 +84,7 @@ def settings(local_services: Settings, tmp_path_factory: pytest.TempPathFactory)
         topic_partitions=6,
         clickhouse_url=SecretStr(f"chdb://{tmp_path_factory.mktemp('clickhouse')}"),
         api_port=free_port(),
+        rows_per_minute=TEST_ROWS_PER_MINUTE,
     )
 
 

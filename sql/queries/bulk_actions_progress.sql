@@ -9,14 +9,15 @@ SET processed_rows = a.processed_rows + p.processed,
     failed         = a.failed + p.failed,
     skipped        = a.skipped + p.skipped,
     started_at     = coalesce(a.started_at, now()),
+    resumes_at     = NULL,
     status         = CASE
-                         WHEN a.status NOT IN ('queued', 'running') THEN a.status
+                         WHEN a.status NOT IN ('queued', 'running', 'throttled') THEN a.status
                          WHEN a.processed_rows + p.processed >= a.total_rows THEN 'completed'
                          ELSE 'running'
                      END,
     finished_at    = CASE
-                         WHEN a.status IN ('queued', 'running')
-                          AND a.processed_rows + p.processed >= a.total_rows THEN clock_timestamp()
+                         WHEN a.processed_rows + p.processed >= a.total_rows
+                          AND a.finished_at IS NULL THEN clock_timestamp()
                          ELSE a.finished_at
                      END
 FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::int[])

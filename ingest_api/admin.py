@@ -1,0 +1,52 @@
+"""Operator endpoints, behind the admin token (``BULKFLOW_ADMIN_TOKEN``)."""
+
+from __future__ import annotations
+
+import hmac
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bulkflow.accounts import set_rows_per_minute
+from ingest_api.errors import Forbidden, InvalidJson, JsonResponse, NotFound, Unauthorized
+from ingest_api.validation import parse
+
+
+class Limits(BaseModel):
+    """``PUT /v1/admin/accounts/{id}/limits``: null returns to the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows_per_minute: int | None = Field(ge=1)
+
+
+class Admin:
+    def __init__(self, pool: asyncpg.Pool, token: str | None) -> None:
+        self._pool = pool
+        self._token = token
+
+    def check(self, request: Request) -> None:
+        if self._token is None:
+            raise Forbidden("the admin API is disabled (set BULKFLOW_ADMIN_TOKEN)")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._token):
+            raise Unauthorized("an admin token is required")
+
+    async def set_limits(self, request: Request) -> Response:
+        self.check(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise InvalidJson("the body is not valid JSON") from None
+        limits = parse(Limits, body, "the limits are invalid")
+        account_id = request.path_params["account_id"]
+        if not await set_rows_per_minute(self._pool, account_id, limits.rows_per_minute):
+            raise NotFound("no such account")
+        return JsonResponse({"account_id": account_id, **limits.model_dump()})
+
+
+def admin_routes(admin: Admin) -> list[Route]:
+    return [Route("/v1/admin/accounts/{account_id}/limits", admin.set_limits, methods=["PUT"])]

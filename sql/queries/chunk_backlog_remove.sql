@@ -1,0 +1,1 @@
+DELETE FROM chunk_backlog WHERE seq = ANY($1::bigint[])

@@ -1,0 +1,110 @@
+"""Drains the backlog: each account's waiting chunks, in order, as tokens return.
+
+Runs beside the Kafka agent in every agents process. An account is drained by
+one process at a time (a Postgres advisory lock on the account), oldest chunk
+first, so an account's rows keep their order across replicas. A chunk leaves
+the backlog only after it was applied (and recorded in the ledger), so a crash
+in between replays it without applying it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from bulkflow import sql
+from schemas.messages import Chunk
+from stream_agents.batch import BatchProcessor
+from stream_agents.outcomes import OutcomePublisher
+from stream_agents.rate_limit import Allowance
+from stream_agents.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25  # seconds between looks at an idle backlog
+CHUNKS_PER_ROUND = 20  # chunks of one account applied in one transaction at most
+
+
+class BacklogDrainer:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        throttle: Throttle,
+        processor: BatchProcessor,
+        publisher: OutcomePublisher,
+    ) -> None:
+        self._pool = pool
+        self._throttle = throttle
+        self._processor = processor
+        self._publisher = publisher
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._run(), name="backlog-drainer")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.drain_once()
+            except Exception:
+                log.exception("draining the backlog failed; trying again")
+                busy = False
+            await asyncio.sleep(0 if busy else POLL)
+
+    async def drain_once(self) -> bool:
+        """One pass over the accounts whose head chunk is due; whether any chunk was applied."""
+        applied = False
+        for head in await self._pool.fetch(sql.postgres("chunk_backlog_heads")):
+            allowance = self._throttle.allowance(head["rows_per_minute"])
+            async with self._pool.acquire() as lock:
+                key = head["account_id"]
+                if not await lock.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key
+                ):
+                    continue  # another process drains this account
+                try:
+                    applied |= await self._drain_account(key, allowance)
+                finally:
+                    await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+        return applied
+
+    async def _drain_account(self, account_id: str, allowance: Allowance) -> bool:
+        waiting = await self._pool.fetch(
+            sql.postgres("chunk_backlog_next"), account_id, CHUNKS_PER_ROUND
+        )
+        ready: list[tuple[int, Chunk]] = []
+        for row in waiting:
+            chunk = Chunk.from_bytes(row["chunk"])
+            grant = await self._throttle.take(chunk, allowance)
+            if not grant.granted:
+                resumes = datetime.now(UTC) + timedelta(seconds=grant.retry_after)
+                await self._postpone(row["seq"], chunk.action_id, resumes)
+                break
+            ready.append((row["seq"], chunk))
+        if not ready:
+            return False
+        chunks = [chunk for _, chunk in ready]
+        try:
+            outcomes = await self._processor.process(chunks)
+        except Exception as exc:
+            log.exception("backlog chunks of account %s failed", account_id)
+            outcomes = await self._processor.fail(chunks, exc)
+        await self._publisher.publish(outcomes)
+        await self._pool.execute(sql.postgres("chunk_backlog_remove"), [seq for seq, _ in ready])
+        return True
+
+    async def _postpone(self, seq: int, action_id: str, resumes: datetime) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql.postgres("chunk_backlog_postpone"), seq, resumes)
+            await conn.execute(sql.postgres("bulk_actions_throttle"), [action_id], [resumes])

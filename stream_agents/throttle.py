@@ -1,0 +1,88 @@
+"""Which chunks of a batch may be applied now, and which must wait in the backlog.
+
+Chunks are admitted in order while their account's token bucket grants their
+rows. At the first refusal the account is blocked for the rest of the batch,
+and an account that already has chunks in the backlog is blocked from the
+start: its chunks queue behind the waiting ones, so its rows keep their
+order, while other accounts' chunks in the same batch go straight through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from bulkflow import sql
+from schemas.messages import Chunk
+from stream_agents.rate_limit import Allowance, Grant, RowLimiter
+
+
+@dataclass(frozen=True)
+class Deferred:
+    chunk: Chunk
+    not_before: datetime
+    refused: bool  # by the bucket (not_before is when tokens return), or queued behind
+
+
+@dataclass(frozen=True)
+class Admission:
+    now: list[Chunk]
+    later: list[Deferred]
+
+
+class Throttle:
+    def __init__(self, pool: asyncpg.Pool, limiter: RowLimiter, rows_per_minute: int) -> None:
+        self._pool = pool
+        self._limiter = limiter
+        self._default = rows_per_minute
+
+    def allowance(self, override: int | None) -> Allowance:
+        return Allowance(override or self._default)
+
+    async def take(self, chunk: Chunk, allowance: Allowance) -> Grant:
+        return await self._limiter.take(chunk.account_id, len(chunk.rows), allowance)
+
+    async def admit(self, chunks: list[Chunk]) -> Admission:
+        accounts = sorted({c.account_id for c in chunks})
+        rows = await self._pool.fetch(sql.postgres("flow_accounts"), accounts)
+        allowance = {r["account_id"]: self.allowance(r["rows_per_minute"]) for r in rows}
+        blocked = {r["account_id"] for r in rows if r["backlogged"]}
+        now = datetime.now(UTC)
+        admitted: list[Chunk] = []
+        later: list[Deferred] = []
+        for chunk in chunks:
+            if chunk.account_id in blocked:
+                later.append(Deferred(chunk, now, refused=False))
+                continue
+            grant = await self.take(chunk, allowance[chunk.account_id])
+            if grant.granted:
+                admitted.append(chunk)
+            else:
+                blocked.add(chunk.account_id)
+                resumes = now + timedelta(seconds=grant.retry_after)
+                later.append(Deferred(chunk, resumes, refused=True))
+        return Admission(admitted, later)
+
+    async def defer(self, deferred: list[Deferred]) -> None:
+        """Put chunks in the backlog and show their actions as throttled."""
+        if not deferred:
+            return
+        chunks = [d.chunk for d in deferred]
+        resumes: dict[str, datetime | None] = {}
+        for d in deferred:
+            if resumes.get(d.chunk.action_id) is None:
+                resumes[d.chunk.action_id] = d.not_before if d.refused else None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                sql.postgres("chunk_backlog_add"),
+                [c.account_id for c in chunks],
+                [c.action_id for c in chunks],
+                [c.chunk_no for c in chunks],
+                [c.to_bytes() for c in chunks],
+                [d.not_before for d in deferred],
+            )
+            await conn.execute(
+                sql.postgres("bulk_actions_throttle"), list(resumes), list(resumes.values())
+            )
