@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
+from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
@@ -26,6 +27,7 @@ from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
 from ingest_api.producer import ChunkProducer
 from ingest_api.reports import Reports
+from ingest_api.request_limits import RequestLimits
 from ingest_api.routes import ApiResources
 from ingest_api.submission import Submitter
 from stream_agents.app import AgentResources, Agents
@@ -33,7 +35,6 @@ from stream_agents.app import create_app as create_agents
 from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
-from stream_agents.rate_limit import RowLimiter
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 
@@ -70,7 +71,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             if "agents" in roles:
                 redis = Redis.from_url(settings.redis_url.get_secret_value())
                 stack.push_async_callback(redis.aclose)
-                throttle = Throttle(pool, RowLimiter(redis), settings.rows_per_minute)
+                throttle = Throttle(pool, TokenBucket(redis, ROWS_PREFIX), settings.rows_per_minute)
                 agents = Agents(
                     processor=BatchProcessor(pool),
                     publisher=await stack.enter_async_context(OutcomePublisher.start(settings)),
@@ -84,6 +85,13 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
             assert clickhouse is not None
+            api_redis = Redis.from_url(settings.redis_url.get_secret_value())
+            stack.push_async_callback(api_redis.aclose)
+            limits = RequestLimits(
+                TokenBucket(api_redis, REQUESTS_PREFIX),
+                writes=Rate(settings.api_writes_per_minute, settings.api_write_burst),
+                reads=Rate(settings.api_reads_per_minute, settings.api_read_burst),
+            )
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
             admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -93,6 +101,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                     store=store,
                     submitter=Submitter(store, producer),
                     reports=Reports(clickhouse),
+                    limits=limits,
                     rows_per_minute=settings.rows_per_minute,
                 ),
                 Admin(pool, admin_token),

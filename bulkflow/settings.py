@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     #: Rows per minute an account's actions may apply unless the account has an
     #: override (`bulkflow accounts limit`, or the admin API).
     rows_per_minute: int = Field(default=10_000, ge=1)
+    #: API requests per minute per account (token buckets): writes, and a
+    #: separate, generous allowance for reads.
+    api_writes_per_minute: int = Field(default=120, ge=1)
+    api_write_burst: int = Field(default=20, ge=1)
+    api_reads_per_minute: int = Field(default=1_200, ge=1)
+    api_read_burst: int = Field(default=200, ge=1)
     #: Bearer token of the admin API (/v1/admin/...); unset disables it.
     admin_token: SecretStr | None = None
 

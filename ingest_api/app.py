@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from ingest_api.admin import Admin, admin_routes
 from ingest_api.errors import ApiError, api_error, http_error, unexpected_error
+from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
     app = Starlette(
         routes=[*routes, *admin_routes(admin)],
+        middleware=[Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,

@@ -29,10 +29,13 @@ class ApiError(Exception):
     code: ClassVar[str] = "bad_request"
     headers: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(
+        self, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.extra_headers = headers or {}
 
 
 class InvalidJson(ApiError):
@@ -73,6 +76,11 @@ class IdempotencyConflict(ApiError):
     code = "idempotency_conflict"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
@@ -95,7 +103,9 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return JsonResponse(
-        error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status,
+        headers={**exc.headers, **exc.extra_headers},
     )
 
 

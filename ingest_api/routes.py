@@ -30,6 +30,7 @@ from ingest_api.errors import (
 )
 from ingest_api.pagination import decode_cursor, encode_cursor
 from ingest_api.reports import Reports
+from ingest_api.request_limits import RequestLimits
 from ingest_api.submission import Submitter
 from ingest_api.validation import parse
 from schemas.bulk_action import BulkActionRequest, CsvParameters, ListFilters, LogFilters
@@ -44,6 +45,7 @@ class ApiResources:
     store: ActionStore
     submitter: Submitter
     reports: Reports
+    limits: RequestLimits
     rows_per_minute: int  # the default row allowance, for ETAs
 
 
@@ -53,8 +55,11 @@ def _resources(request: Request) -> ApiResources:
 
 
 async def _caller(request: Request) -> tuple[ApiResources, str]:
+    """Who calls (401 otherwise), within their request allowance (429 otherwise)."""
     resources = _resources(request)
-    return resources, await resources.auth.account(request)
+    account = await resources.auth.account(request)
+    await resources.limits.check(request, account)
+    return resources, account
 
 
 # --- writing -------------------------------------------------------------

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from bulkflow import sql
+from bulkflow.rate_limit import Rate
 from schemas.messages import Chunk
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
-from stream_agents.rate_limit import Allowance
 from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class BacklogDrainer:
                     await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
         return applied
 
-    async def _drain_account(self, account_id: str, allowance: Allowance) -> bool:
+    async def _drain_account(self, account_id: str, allowance: Rate) -> bool:
         waiting = await self._pool.fetch(
             sql.postgres("chunk_backlog_next"), account_id, CHUNKS_PER_ROUND
         )

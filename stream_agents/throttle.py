@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from bulkflow import sql
+from bulkflow.rate_limit import Grant, Rate, TokenBucket, row_rate
 from schemas.messages import Chunk
-from stream_agents.rate_limit import Allowance, Grant, RowLimiter
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,16 @@ class Admission:
 
 
 class Throttle:
-    def __init__(self, pool: asyncpg.Pool, limiter: RowLimiter, rows_per_minute: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, buckets: TokenBucket, rows_per_minute: int) -> None:
         self._pool = pool
-        self._limiter = limiter
+        self._buckets = buckets
         self._default = rows_per_minute
 
-    def allowance(self, override: int | None) -> Allowance:
-        return Allowance(override or self._default)
+    def allowance(self, override: int | None) -> Rate:
+        return row_rate(override or self._default)
 
-    async def take(self, chunk: Chunk, allowance: Allowance) -> Grant:
-        return await self._limiter.take(chunk.account_id, len(chunk.rows), allowance)
+    async def take(self, chunk: Chunk, allowance: Rate) -> Grant:
+        return await self._buckets.take(chunk.account_id, len(chunk.rows), allowance)
 
     async def admit(self, chunks: list[Chunk]) -> Admission:
         accounts = sorted({c.account_id for c in chunks})

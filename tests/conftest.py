@@ -37,6 +37,10 @@ ADMIN_TOKEN = "test-admin-token"
 #: The test server's default row allowance: high, so that only the tests that
 #: set a limit on their account are throttled.
 TEST_ROWS_PER_MINUTE = 10_000_000
+#: Write requests per account in tests: each test uses fresh accounts and
+#: sends fewer writes than the burst, except the test of the limit itself.
+TEST_WRITES_PER_MINUTE = 60
+TEST_WRITE_BURST = 12
 
 
 def free_port() -> int:
@@ -57,6 +61,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "BULKFLOW_ROWS_PER_MINUTE": str(settings.rows_per_minute),
         "BULKFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BULKFLOW_API_WRITES_PER_MINUTE": str(TEST_WRITES_PER_MINUTE),
+        "BULKFLOW_API_WRITE_BURST": str(TEST_WRITE_BURST),
     }
 
 

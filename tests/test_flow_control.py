@@ -12,7 +12,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from bulkflow.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, TEST_WRITE_BURST, TEST_WRITES_PER_MINUTE
 from tests.support import PATIENCE, Tenant, new_tenant, submit_json, wait_for_status
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +108,31 @@ async def test_admin_api_needs_the_admin_token(api: httpx.AsyncClient, tenant: T
         "/v1/admin/accounts/acc_nobody/limits", json={"rows_per_minute": 5}, headers=ADMIN
     )
     assert missing.status_code == 404
+
+
+async def test_write_requests_are_limited_per_account(
+    api: httpx.AsyncClient, pool: asyncpg.Pool, tenant: Tenant
+) -> None:
+    body = {"entity": "contact", "action": "upsert", "rows": [{"email": "w@example.com"}]}
+    responses = []
+    for _ in range(TEST_WRITE_BURST + 10):  # the bucket refills 1/s meanwhile
+        response = await api.post("/v1/bulk-actions", json=body, headers=tenant.headers)
+        responses.append(response)
+        if response.status_code == 429:
+            break
+    statuses = [r.status_code for r in responses]
+    assert statuses[-1] == 429, statuses
+    assert statuses.count(202) >= TEST_WRITE_BURST
+    first, refused = responses[0], responses[-1]
+    assert first.headers["ratelimit-limit"] == str(TEST_WRITES_PER_MINUTE)
+    assert int(first.headers["ratelimit-remaining"]) == TEST_WRITE_BURST - 1
+    assert int(first.headers["ratelimit-reset"]) >= 1
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+    reads = await api.get("/v1/bulk-actions", headers=tenant.headers)  # a budget of its own
+    assert reads.status_code == 200
+    assert int(reads.headers["ratelimit-remaining"]) > 0
+    other = await new_tenant(pool)
+    assert (await api.post("/v1/bulk-actions", json=body, headers=other.headers)).status_code == 202

@@ -7,7 +7,8 @@
 -- ARGV[4]  optional "now" in milliseconds (tests); otherwise the Redis clock,
 --          one clock for every agent replica
 --
--- Returns {granted (1 or 0), milliseconds until the wanted tokens are there}.
+-- Returns {granted (1 or 0), milliseconds until the wanted tokens are there,
+--          whole tokens left}.
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local wanted = tonumber(ARGV[3])
@@ -37,4 +38,4 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(last))
 -- A full bucket needs no state: let an idle account's key expire.
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 60000)
-return {granted, wait}
+return {granted, wait, math.floor(tokens)}
