@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
+from bulkflow.producer import ChunkProducer
 from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
@@ -25,7 +26,6 @@ from ingest_api.actions import ActionStore
 from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
-from ingest_api.producer import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits
 from ingest_api.routes import ApiResources
@@ -35,6 +35,7 @@ from stream_agents.app import create_app as create_agents
 from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
+from stream_agents.scheduler import Scheduler
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 
@@ -79,6 +80,8 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 )
                 drainer = BacklogDrainer(pool, throttle, agents.processor, agents.publisher)
                 await stack.enter_async_context(drainer.running())
+                chunks = await stack.enter_async_context(ChunkProducer.start(settings))
+                await stack.enter_async_context(Scheduler(pool, chunks).running())
             sink = OutcomeSink(clickhouse) if "sink" in roles and clickhouse else None
             faust_app = create_agents(settings, AgentResources(agents=agents, sink=sink))
             await stack.enter_async_context(faust_app_running(faust_app))

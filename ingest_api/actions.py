@@ -11,6 +11,7 @@ import asyncpg
 
 from bulkflow import sql
 from ingest_api.errors import IdempotencyConflict
+from ingest_api.scheduled import ScheduledWriter
 from schemas.bulk_action import ActionOptions, BulkActionView, Counts, ListFilters, Progress
 
 
@@ -36,6 +37,10 @@ class ActionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     async def create(
         self,
         *,
@@ -47,7 +52,11 @@ class ActionStore:
         total_rows: int | None,
         columns: list[str],
         idempotency: Idempotency | None = None,
+        scheduled_for: datetime | None = None,
     ) -> Created:
+        """Record a new action: 'scheduled' when due later, else 'queued'."""
+        later = scheduled_for is not None and scheduled_for > datetime.now(UTC)
+        status = "scheduled" if later else "queued"
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 record = await conn.fetchrow(
@@ -60,6 +69,8 @@ class ActionStore:
                     options.model_dump(mode="json"),
                     total_rows,
                     columns,
+                    status,
+                    scheduled_for,
                 )
                 if idempotency is not None:
                     claimed = await conn.fetchval(
@@ -92,6 +103,9 @@ class ActionStore:
             )
         record = await self.get(account_id, row["action_id"])
         return None if record is None else Created(record, replayed=True)
+
+    def scheduled_writer(self) -> ScheduledWriter:
+        return ScheduledWriter(self._pool)
 
     async def seal(self, action_id: uuid.UUID, total_rows: int) -> None:
         await self._pool.execute(sql.postgres("bulk_actions_seal"), action_id, total_rows)

@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from ingest_api.admin import Admin, admin_routes
+from ingest_api.controls import control_routes
 from ingest_api.errors import ApiError, api_error, http_error, unexpected_error
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
@@ -14,7 +15,7 @@ from ingest_api.routes import ApiResources, routes
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
     app = Starlette(
-        routes=[*routes, *admin_routes(admin)],
+        routes=[*routes, *control_routes, *admin_routes(admin)],
         middleware=[Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: api_error,

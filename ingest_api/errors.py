@@ -71,6 +71,11 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
 class IdempotencyConflict(ApiError):
     status = 409
     code = "idempotency_conflict"

@@ -54,7 +54,7 @@ def _resources(request: Request) -> ApiResources:
     return resources
 
 
-async def _caller(request: Request) -> tuple[ApiResources, str]:
+async def caller(request: Request) -> tuple[ApiResources, str]:
     """Who calls (401 otherwise), within their request allowance (429 otherwise)."""
     resources = _resources(request)
     account = await resources.auth.account(request)
@@ -66,7 +66,7 @@ async def _caller(request: Request) -> tuple[ApiResources, str]:
 
 
 async def create_bulk_action(request: Request) -> Response:
-    resources, account = await _caller(request)
+    resources, account = await caller(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         created = await _submit_json(request, resources, account)
@@ -127,6 +127,7 @@ async def _submit_json(request: Request, resources: ApiResources, account: str) 
         body.options,
         body.rows,
         _idempotency(request, fingerprint),
+        body.scheduled_for,
     )
 
 
@@ -150,7 +151,13 @@ async def _submit_csv(
     try:
         async with CsvReader(body, fmt, constants.ROWS_PER_CHUNK) as reader:
             return await resources.submitter.submit_csv(
-                account, params.entity, params.action, params.options(), reader, idempotency
+                account,
+                params.entity,
+                params.action,
+                params.options(),
+                reader,
+                idempotency,
+                params.scheduled_for,
             )
     except CsvRejected as exc:
         raise InvalidCsv(exc.code, exc.message) from None
@@ -178,7 +185,7 @@ async def _submit_multipart(request: Request, resources: ApiResources, account: 
 
 
 async def list_bulk_actions(request: Request) -> Response:
-    resources, account = await _caller(request)
+    resources, account = await caller(request)
     filters = parse(ListFilters, dict(request.query_params), "the filters are invalid")
     after = None
     if filters.cursor:
@@ -201,7 +208,7 @@ async def list_bulk_actions(request: Request) -> Response:
 
 
 async def summary(request: Request) -> Response:
-    resources, account = await _caller(request)
+    resources, account = await caller(request)
     counts = await resources.store.summary(account)
     statuses = ("queued", "running", "completed", "failed")
     return JsonResponse(
@@ -210,21 +217,21 @@ async def summary(request: Request) -> Response:
 
 
 async def get_bulk_action(request: Request) -> Response:
-    resources, account = await _caller(request)
-    record = await _owned(request, resources, account)
+    resources, account = await caller(request)
+    record = await owned(request, resources, account)
     return JsonResponse(view(record, resources.rows_per_minute).model_dump(mode="json"))
 
 
 async def get_bulk_action_stats(request: Request) -> Response:
-    resources, account = await _caller(request)
-    record = await _owned(request, resources, account)
+    resources, account = await caller(request)
+    record = await owned(request, resources, account)
     stats = await resources.reports.stats(account, record["id"])
     return JsonResponse(stats.model_dump(mode="json"))
 
 
 async def get_bulk_action_logs(request: Request) -> Response:
-    resources, account = await _caller(request)
-    record = await _owned(request, resources, account)
+    resources, account = await caller(request)
+    record = await owned(request, resources, account)
     filters = parse(LogFilters, dict(request.query_params), "the filters are invalid")
     if "application/x-ndjson" in request.headers.get("accept", ""):
         return StreamingResponse(
@@ -243,8 +250,8 @@ async def get_bulk_action_logs(request: Request) -> Response:
 
 
 async def get_failed_rows_csv(request: Request) -> Response:
-    resources, account = await _caller(request)
-    record = await _owned(request, resources, account)
+    resources, account = await caller(request)
+    record = await owned(request, resources, account)
     include = {part.strip() for part in request.query_params.get("include", "").split(",")}
     outcomes = ["failed", "skipped"] if "skipped" in include else ["failed"]
     return StreamingResponse(
@@ -260,7 +267,7 @@ async def health(request: Request) -> Response:
     return JsonResponse({"status": "ok"})
 
 
-async def _owned(request: Request, resources: ApiResources, account: str) -> Any:
+async def owned(request: Request, resources: ApiResources, account: str) -> Any:
     """The action named in the path, if it is the caller's: otherwise 404, never 403."""
     try:
         action_id = uuid.UUID(request.path_params["action_id"])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
 from bulkflow import constants
+from bulkflow.producer import ChunkProducer, ChunkSink
 from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
 from ingest_api.errors import InvalidCsv, Unavailable, ValidationFailed
-from ingest_api.producer import ChunkProducer, Publisher
 from schemas.bulk_action import ActionOptions
 from schemas.entity import ENTITIES
 from schemas.messages import Chunk, JsonRow
@@ -51,9 +52,11 @@ class Submitter:
         options: ActionOptions,
         rows: list[JsonRow],
         idempotency: Idempotency | None = None,
+        scheduled_for: datetime | None = None,
     ) -> Created:
         check_options(entity, action, options)
         created = await self._store.create(
+            scheduled_for=scheduled_for,
             account_id=account_id,
             entity=entity,
             action=action,
@@ -81,6 +84,7 @@ class Submitter:
         options: ActionOptions,
         reader: CsvReader,
         idempotency: Idempotency | None = None,
+        scheduled_for: datetime | None = None,
     ) -> Created:
         """Create the action once the header and a first row are read, then stream the rest."""
         check_options(entity, action, options)
@@ -93,6 +97,7 @@ class Submitter:
         if first is None:
             raise InvalidCsv("empty_file", "the file has a header but no data rows")
         created = await self._store.create(
+            scheduled_for=scheduled_for,
             account_id=account_id,
             entity=entity,
             action=action,
@@ -114,7 +119,12 @@ class Submitter:
         *,
         seal: bool,
     ) -> None:
-        publisher = self._producer.publisher()
+        # A scheduled action's chunks wait in Postgres; the scheduler sends them.
+        publisher: ChunkSink = (
+            self._store.scheduled_writer()
+            if record["status"] == "scheduled"
+            else self._producer.publisher()
+        )
         try:
             chunk_no = 0
             async for block in blocks:
@@ -133,7 +143,7 @@ class Submitter:
             await self._store.seal(record["id"], publisher.published_rows)
 
     async def _abandon(
-        self, record: asyncpg.Record, publisher: Publisher, code: str, message: str
+        self, record: asyncpg.Record, publisher: ChunkSink, code: str, message: str
     ) -> None:
         log.warning("bulk action %s abandoned: %s", record["id"], code)
         try:

@@ -48,6 +48,8 @@ class BulkActionRequest(BaseModel):
     action: ActionKind
     options: ActionOptions = Field(default_factory=ActionOptions)
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=constants.MAX_JSON_ROWS)
+    #: Run at this time (ISO 8601 with an offset); in the past means now.
+    scheduled_for: AwareDatetime | None = None
 
 
 class CsvParameters(BaseModel):
@@ -65,6 +67,7 @@ class CsvParameters(BaseModel):
     clear_token: str | None = None
     unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
     match_on: str | None = None
+    scheduled_for: AwareDatetime | None = None
 
     def options(self) -> ActionOptions:
         return ActionOptions(
@@ -162,3 +165,11 @@ class RowLog(BaseModel):
     related_row: int | None
     key: str
     processed_at: datetime
+
+
+class Reschedule(BaseModel):
+    """``PATCH /v1/bulk-actions/{id}``: move a scheduled action that has not started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheduled_for: AwareDatetime

@@ -86,6 +86,11 @@ class BacklogDrainer:
         ready: list[tuple[int, Chunk]] = []
         for row in waiting:
             chunk = Chunk.from_bytes(row["chunk"])
+            if row["status"] == "paused":
+                break  # the account's later chunks wait behind it
+            if row["status"] == "cancelled":  # only skips to record: no tokens
+                ready.append((row["seq"], chunk))
+                continue
             grant = await self._throttle.take(chunk, allowance)
             if not grant.granted:
                 resumes = datetime.now(UTC) + timedelta(seconds=grant.retry_after)

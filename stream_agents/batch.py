@@ -99,7 +99,7 @@ class BatchProcessor:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 recorded = await self._recorded(conn, unique)
-                known = await self._known_actions(conn, unique)
+                known = await self._statuses(conn, unique)
                 fresh = [c for c in unique if c.key not in recorded and c.action_id in known]
                 if fresh:
                     await self._record(conn, fresh, {c.key: results[c.key] for c in fresh})
@@ -124,14 +124,14 @@ class BatchProcessor:
     async def _apply_once(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
         async with self._pool.acquire() as conn, conn.transaction():
             recorded = await self._recorded(conn, chunks)
-            known = await self._known_actions(conn, chunks)
+            statuses = await self._statuses(conn, chunks)
             for chunk in chunks:
-                if chunk.action_id not in known:
+                if chunk.action_id not in statuses:
                     log.error("dropping chunk %s of unknown action", chunk.key)
-            fresh = [c for c in chunks if c.key not in recorded and c.action_id in known]
+            fresh = [c for c in chunks if c.key not in recorded and c.action_id in statuses]
             if not fresh:
                 return recorded
-            results = await self._apply(conn, fresh)
+            results = await self._apply(conn, fresh, statuses)
             await self._record(conn, fresh, results)
         return {**recorded, **results}
 
@@ -152,17 +152,23 @@ class BatchProcessor:
             for r in rows
         }
 
-    async def _known_actions(self, conn: asyncpg.Connection, chunks: list[Chunk]) -> set[str]:
+    async def _statuses(self, conn: asyncpg.Connection, chunks: list[Chunk]) -> dict[str, str]:
+        """The status of each chunk's action; an unknown action is absent."""
         ids = sorted({c.action_id for c in chunks})
-        return {r["id"] for r in await conn.fetch(sql.postgres("bulk_actions_known"), ids)}
+        rows = await conn.fetch(sql.postgres("bulk_actions_statuses"), ids)
+        return {r["id"]: r["status"] for r in rows}
 
     async def _apply(
-        self, conn: asyncpg.Connection, chunks: list[Chunk]
+        self, conn: asyncpg.Connection, chunks: list[Chunk], statuses: dict[str, str]
     ) -> dict[ChunkKey, ChunkResult]:
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
         # One group per entity and match field, in order of first appearance.
         staged: dict[tuple[str, str], list[_Staged]] = defaultdict(list)
         for chunk in chunks:
+            if statuses[chunk.action_id] == "cancelled":
+                for index in range(len(chunk.rows)):
+                    results[chunk.key].fail(index, _CANCELLED, code="s")
+                continue
             self._prepare(chunk, results[chunk.key], staged)
         for (name, _), rows in staged.items():
             entity = self._entities[name]
@@ -276,6 +282,7 @@ class BatchProcessor:
         )
 
 
+_CANCELLED = RowProblem("cancelled", "the bulk action was cancelled before this row")
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
 
 

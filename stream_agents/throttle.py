@@ -1,10 +1,12 @@
 """Which chunks of a batch may be applied now, and which must wait in the backlog.
 
 Chunks are admitted in order while their account's token bucket grants their
-rows. At the first refusal the account is blocked for the rest of the batch,
-and an account that already has chunks in the backlog is blocked from the
-start: its chunks queue behind the waiting ones, so its rows keep their
-order, while other accounts' chunks in the same batch go straight through.
+rows. At the first refusal, or at a chunk of a paused action, the account is
+blocked for the rest of the batch, and an account that already has chunks in
+the backlog is blocked from the start: its chunks queue behind the waiting
+ones, so its rows keep their order, while other accounts' chunks in the same
+batch go straight through. A cancelled action's chunks only record skips, so
+they need no tokens and wait for nothing.
 """
 
 from __future__ import annotations
@@ -47,12 +49,24 @@ class Throttle:
     async def admit(self, chunks: list[Chunk]) -> Admission:
         accounts = sorted({c.account_id for c in chunks})
         rows = await self._pool.fetch(sql.postgres("flow_accounts"), accounts)
+        statuses = {
+            r["id"]: r["status"]
+            for r in await self._pool.fetch(
+                sql.postgres("bulk_actions_statuses"), sorted({c.action_id for c in chunks})
+            )
+        }
         allowance = {r["account_id"]: self.allowance(r["rows_per_minute"]) for r in rows}
         blocked = {r["account_id"] for r in rows if r["backlogged"]}
         now = datetime.now(UTC)
         admitted: list[Chunk] = []
         later: list[Deferred] = []
         for chunk in chunks:
+            status = statuses.get(chunk.action_id)
+            if status == "cancelled":
+                admitted.append(chunk)
+                continue
+            if status == "paused":
+                blocked.add(chunk.account_id)
             if chunk.account_id in blocked:
                 later.append(Deferred(chunk, now, refused=False))
                 continue

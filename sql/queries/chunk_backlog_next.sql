@@ -1,5 +1,7 @@
--- An account's oldest waiting chunks, in order.
-SELECT seq, action_id::text AS action_id, chunk FROM chunk_backlog
-WHERE account_id = $1
-ORDER BY seq
+-- An account's oldest waiting chunks, in order, with their action's status.
+SELECT b.seq, b.action_id::text AS action_id, b.chunk, a.status
+FROM chunk_backlog b
+JOIN bulk_actions a ON a.id = b.action_id
+WHERE b.account_id = $1
+ORDER BY b.seq
 LIMIT $2

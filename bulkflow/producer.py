@@ -11,6 +11,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
@@ -20,6 +21,16 @@ from bulkflow.settings import Settings
 from schemas.messages import Chunk
 
 _IN_FLIGHT = 32  # chunks sent but not yet acknowledged, per publisher
+
+
+class ChunkSink(Protocol):
+    """Where a submission's chunks go: Kafka now, or storage until scheduled."""
+
+    published_rows: int
+
+    async def send(self, chunk: Chunk) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class ChunkProducer:

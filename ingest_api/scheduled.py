@@ -1,0 +1,36 @@
+"""Where a scheduled action's chunks wait until due: Postgres, written in batches."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from bulkflow import sql
+from schemas.messages import Chunk
+
+_BATCH = 20  # chunks per insert: a bounded buffer whatever the file size
+
+
+class ScheduledWriter:
+    """The same surface as the Kafka ``Publisher``: ``send``, ``flush``, ``published_rows``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pending: list[Chunk] = []
+        self.published_rows = 0
+
+    async def send(self, chunk: Chunk) -> None:
+        self._pending.append(chunk)
+        self.published_rows += len(chunk.rows)
+        if len(self._pending) >= _BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        chunks, self._pending = self._pending, []
+        await self._pool.execute(
+            sql.postgres("scheduled_chunks_add"),
+            [c.action_id for c in chunks],
+            [c.chunk_no for c in chunks],
+            [c.to_bytes() for c in chunks],
+        )

@@ -1,0 +1,82 @@
+"""Fires scheduled actions: their stored chunks go to Kafka when due.
+
+Runs in every agents process; an advisory lock per action makes one process
+fire it. Chunks stay in Postgres until all of them are on Kafka, so a crash
+midway fires the action again, and the chunk ledger keeps the repeats from
+being applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import asyncpg
+
+from bulkflow import sql
+from bulkflow.producer import ChunkProducer
+from schemas.messages import Chunk
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5  # seconds between looks for due actions: starts within this of the due time
+PAGE = 100  # stored chunks read at a time
+
+
+class Scheduler:
+    def __init__(self, pool: asyncpg.Pool, producer: ChunkProducer) -> None:
+        self._pool = pool
+        self._producer = producer
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._run(), name="scheduler")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.fire_due()
+            except Exception:
+                log.exception("firing scheduled actions failed; trying again")
+            await asyncio.sleep(POLL)
+
+    async def fire_due(self) -> int:
+        """Publish the chunks of every due action; return how many actions fired."""
+        fired = 0
+        for row in await self._pool.fetch(sql.postgres("scheduled_due"), 10):
+            async with self._pool.acquire() as lock:
+                key = str(row["id"])
+                if not await lock.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 1))", key
+                ):
+                    continue  # another process fires it
+                try:
+                    await self._fire(row["id"])
+                    fired += 1
+                finally:
+                    await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 1))", key)
+        return fired
+
+    async def _fire(self, action_id: uuid.UUID) -> None:
+        await self._pool.execute(sql.postgres("scheduled_fire"), action_id)
+        publisher = self._producer.publisher()
+        after = -1
+        while rows := await self._pool.fetch(
+            sql.postgres("scheduled_chunks_of"), action_id, after, PAGE
+        ):
+            for row in rows:
+                chunk = Chunk.from_bytes(row["chunk"])
+                await publisher.send(chunk)
+                after = chunk.chunk_no
+        await publisher.flush()
+        await self._pool.execute(sql.postgres("scheduled_fired"), action_id)
+        log.info("fired scheduled action %s (%d rows)", action_id, publisher.published_rows)
