@@ -82,6 +82,29 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow import dead_letters
+    from bulkflow.database import connect_pool
+
+    async def run() -> None:
+        if args.action == "list":
+            letters = await dead_letters.list_pending(settings)
+            for letter in letters:
+                chunk = letter.chunk
+                print(
+                    f"action {chunk.action_id} chunk {chunk.chunk_no} "
+                    f"rows {chunk.first_row_no}-{chunk.first_row_no + len(chunk.rows) - 1} "
+                    f"account {chunk.account_id}: {letter.error}"
+                )
+            print(f"{len(letters)} dead letters pending")
+        else:
+            async with connect_pool(settings, size=2) as pool:
+                print(f"replayed {await dead_letters.replay(settings, pool)} dead letters")
+
+    asyncio.run(run())
+    return 0
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow import daemon
 
@@ -140,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("name", nargs="?", help="the new account's name (create) or id (limit)")
     accounts.add_argument("rows", nargs="?", help="limit: rows per minute, or 'default'")
     accounts.set_defaults(handler=_accounts)
+
+    letters = commands.add_parser("dead-letters", help="chunks whose retries ran out")
+    letters.add_argument("action", choices=["list", "replay"])
+    letters.set_defaults(handler=_dead_letters)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)

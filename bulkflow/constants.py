@@ -5,6 +5,7 @@ from typing import Final
 # Kafka topics (prefixed with settings.topic_prefix).
 CHUNKS_TOPIC: Final = "bulkflow.chunks"  # rows of bulk actions, keyed by account
 OUTCOMES_TOPIC: Final = "bulkflow.outcomes"  # per-row outcomes, keyed by account
+DEAD_LETTERS_TOPIC: Final = "bulkflow.dead-letters"  # chunks whose retries ran out
 
 # Ingest.
 ROWS_PER_CHUNK: Final = 500  # rows per Kafka message

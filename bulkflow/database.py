@@ -31,6 +31,7 @@ async def connect_pool(
         settings.postgres_dsn.get_secret_value(),
         min_size=1,
         max_size=size or settings.postgres_pool_size,
+        command_timeout=settings.postgres_command_timeout,
         init=_init_connection,
     )
     try:

@@ -428,6 +428,16 @@ class Supervisor:
             self._up(service)
         return self.status()
 
+    def service(self, name: str) -> LocalService:
+        return next(s for s in self.services if s.name == name)
+
+    def start(self, name: str) -> None:
+        """Start one service (idempotent), e.g. after ``stop`` in a fault test."""
+        self._up(self.service(name))
+
+    def stop(self, name: str) -> None:
+        self._down(self.service(name))
+
     def _up(self, service: LocalService) -> None:
         if self.pid(service) is not None and service.ready():
             return

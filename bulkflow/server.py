@@ -16,8 +16,11 @@ import uvicorn
 from faust.contrib.asgi import faust_app_running
 from redis.asyncio import Redis
 
+from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
+from bulkflow.dead_letters import DeadLetterQueue
+from bulkflow.kafka import open_producer
 from bulkflow.producer import ChunkProducer
 from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
 from bulkflow.settings import Role, Settings
@@ -32,6 +35,7 @@ from ingest_api.routes import ApiResources
 from ingest_api.submission import Submitter
 from stream_agents.app import AgentResources, Agents
 from stream_agents.app import create_app as create_agents
+from stream_agents.applier import Applier
 from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
@@ -73,12 +77,17 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 redis = Redis.from_url(settings.redis_url.get_secret_value())
                 stack.push_async_callback(redis.aclose)
                 throttle = Throttle(pool, TokenBucket(redis, ROWS_PREFIX), settings.rows_per_minute)
-                agents = Agents(
-                    processor=BatchProcessor(pool),
-                    publisher=await stack.enter_async_context(OutcomePublisher.start(settings)),
-                    throttle=throttle,
+                dead_letters = DeadLetterQueue(
+                    await stack.enter_async_context(open_producer(settings)),
+                    settings.topic(constants.DEAD_LETTERS_TOPIC),
                 )
-                drainer = BacklogDrainer(pool, throttle, agents.processor, agents.publisher)
+                applier = Applier(
+                    BatchProcessor(pool),
+                    await stack.enter_async_context(OutcomePublisher.start(settings)),
+                    dead_letters,
+                )
+                agents = Agents(applier=applier, throttle=throttle)
+                drainer = BacklogDrainer(pool, throttle, applier)
                 await stack.enter_async_context(drainer.running())
                 chunks = await stack.enter_async_context(ChunkProducer.start(settings))
                 await stack.enter_async_context(Scheduler(pool, chunks).running())

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     postgres_dsn: SecretStr = SecretStr("postgresql://bulkflow@127.0.0.1:15432/bulkflow")
     postgres_pool_size: int = Field(default=4, ge=1)
+    #: Seconds a statement may run before it is cancelled (a transient failure,
+    #: retried at the fixed interval like a lost connection).
+    postgres_command_timeout: float = Field(default=60.0, gt=0)
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
     #: ``chdb:///path`` runs the embedded ClickHouse engine in this process;
     #: ``http(s)://user:password@host:8123/database`` selects a ClickHouse server.

@@ -14,8 +14,13 @@ from bulkflow import constants
 from bulkflow.settings import Settings
 
 
-def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic(constants.CHUNKS_TOPIC), settings.topic(constants.OUTCOMES_TOPIC)]
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """Every topic and its partition count (dead letters are few: one partition, in order)."""
+    return {
+        settings.topic(constants.CHUNKS_TOPIC): settings.topic_partitions,
+        settings.topic(constants.OUTCOMES_TOPIC): settings.topic_partitions,
+        settings.topic(constants.DEAD_LETTERS_TOPIC): 1,
+    }
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -24,12 +29,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topic_names(settings) if name not in existing]
+        wanted = topic_partitions(settings)
+        missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
         topics = [
-            NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
-            for name in missing
+            NewTopic(name, num_partitions=wanted[name], replication_factor=1) for name in missing
         ]
         try:
             await admin.create_topics(topics)

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import faust
-from aiokafka.errors import KafkaError
 
 from bulkflow import constants
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
-from stream_agents.batch import BatchProcessor
-from stream_agents.outcomes import OutcomePublisher
+from stream_agents.applier import Applier
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 
@@ -33,8 +31,7 @@ T = TypeVar("T")
 class Agents:
     """What the chunk agent works with."""
 
-    processor: BatchProcessor
-    publisher: OutcomePublisher
+    applier: Applier
     throttle: Throttle
 
 
@@ -109,7 +106,7 @@ async def handle_chunks(values: Sequence[bytes], agents: Agents) -> None:
     if admission.now:
         # Before deferring: a deferred chunk may be drained as soon as it is
         # visible, and it must not overtake the admitted ones of its account.
-        await apply_and_publish(admission.now, agents)
+        await agents.applier.apply(admission.now)
     await _persistently("deferring chunks", agents.throttle.defer, admission.later)
 
 
@@ -127,21 +124,3 @@ async def _persistently(what: str, step: Callable[[Any], Awaitable[T]], arg: Any
         except Exception:
             log.exception("%s failed (attempt %d); retrying", what, attempt)
             await asyncio.sleep(constants.RETRY_INTERVAL)
-
-
-async def apply_and_publish(chunks: list[Chunk], agents: Agents) -> None:
-    try:
-        outcomes = await agents.processor.process(chunks)
-    except Exception as exc:
-        log.exception("a batch of %d chunks failed", len(chunks))
-        outcomes = await agents.processor.fail(chunks, exc)
-    for attempt in range(1, constants.RETRY_ATTEMPTS + 1):
-        try:
-            await agents.publisher.publish(outcomes)
-            return
-        except KafkaError:
-            log.exception("publishing outcomes failed (attempt %d)", attempt)
-            await asyncio.sleep(constants.RETRY_INTERVAL)
-    # The broker stayed unreachable: Postgres has the effects, the counts and
-    # the ledger (which can rebuild these outcomes), but ClickHouse misses them.
-    log.error("outcomes of %d chunks not published", len(chunks))

@@ -20,8 +20,7 @@ import asyncpg
 from bulkflow import sql
 from bulkflow.rate_limit import Rate
 from schemas.messages import Chunk
-from stream_agents.batch import BatchProcessor
-from stream_agents.outcomes import OutcomePublisher
+from stream_agents.applier import Applier
 from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -31,17 +30,10 @@ CHUNKS_PER_ROUND = 20  # chunks of one account applied in one transaction at mos
 
 
 class BacklogDrainer:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        throttle: Throttle,
-        processor: BatchProcessor,
-        publisher: OutcomePublisher,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, throttle: Throttle, applier: Applier) -> None:
         self._pool = pool
         self._throttle = throttle
-        self._processor = processor
-        self._publisher = publisher
+        self._applier = applier
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -99,13 +91,7 @@ class BacklogDrainer:
             ready.append((row["seq"], chunk))
         if not ready:
             return False
-        chunks = [chunk for _, chunk in ready]
-        try:
-            outcomes = await self._processor.process(chunks)
-        except Exception as exc:
-            log.exception("backlog chunks of account %s failed", account_id)
-            outcomes = await self._processor.fail(chunks, exc)
-        await self._publisher.publish(outcomes)
+        await self._applier.apply([chunk for _, chunk in ready])
         await self._pool.execute(sql.postgres("chunk_backlog_remove"), [seq for seq, _ in ready])
         return True
 

@@ -78,9 +78,21 @@ class BatchProcessor:
         self._interval = interval
 
     async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
-        """Apply the chunks; return the outcomes of every row of every known action."""
+        """Apply the chunks; return the outcomes of every row of every known action.
+
+        A permanent database error (one not worth retrying, such as a constraint
+        a row violates) does not fail the batch: the chunks are applied again
+        with each row in a savepoint of its own, so that only the rows at
+        fault fail, each with the database's reason.
+        """
         unique = _first_of_each(chunks)
-        results = await self._with_retries(unique)
+        try:
+            results = await self._with_retries(unique, isolate=False)
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch failed with %s; applying row by row", type(exc).__name__)
+            results = await self._with_retries(unique, isolate=True)
         return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
 
     async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
@@ -108,10 +120,12 @@ class BatchProcessor:
             log.exception("could not record the failure of %d chunks", len(unique))
         return [self._outcomes(c, results[c.key]) for c in unique]
 
-    async def _with_retries(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
+    async def _with_retries(
+        self, chunks: list[Chunk], *, isolate: bool
+    ) -> dict[ChunkKey, ChunkResult]:
         for attempt in range(1, self._attempts + 1):
             try:
-                return await self._apply_once(chunks)
+                return await self._apply_once(chunks, isolate=isolate)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -121,7 +135,9 @@ class BatchProcessor:
                 await asyncio.sleep(self._interval)
         raise AssertionError("unreachable")
 
-    async def _apply_once(self, chunks: list[Chunk]) -> dict[ChunkKey, ChunkResult]:
+    async def _apply_once(
+        self, chunks: list[Chunk], *, isolate: bool
+    ) -> dict[ChunkKey, ChunkResult]:
         async with self._pool.acquire() as conn, conn.transaction():
             recorded = await self._recorded(conn, chunks)
             statuses = await self._statuses(conn, chunks)
@@ -131,7 +147,7 @@ class BatchProcessor:
             fresh = [c for c in chunks if c.key not in recorded and c.action_id in statuses]
             if not fresh:
                 return recorded
-            results = await self._apply(conn, fresh, statuses)
+            results = await self._apply(conn, fresh, statuses, isolate=isolate)
             await self._record(conn, fresh, results)
         return {**recorded, **results}
 
@@ -159,7 +175,12 @@ class BatchProcessor:
         return {r["id"]: r["status"] for r in rows}
 
     async def _apply(
-        self, conn: asyncpg.Connection, chunks: list[Chunk], statuses: dict[str, str]
+        self,
+        conn: asyncpg.Connection,
+        chunks: list[Chunk],
+        statuses: dict[str, str],
+        *,
+        isolate: bool,
     ) -> dict[ChunkKey, ChunkResult]:
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
         # One group per entity and match field, in order of first appearance.
@@ -173,8 +194,31 @@ class BatchProcessor:
         for (name, _), rows in staged.items():
             entity = self._entities[name]
             for round_rows in _rounds(rows, results, entity):
-                await self._apply_round(conn, entity, round_rows, results)
+                if isolate:
+                    for row in round_rows:
+                        await self._apply_alone(conn, entity, row, results)
+                else:
+                    await self._apply_round(conn, entity, round_rows, results)
         return results
+
+    async def _apply_alone(
+        self,
+        conn: asyncpg.Connection,
+        entity: Entity,
+        row: _Staged,
+        results: dict[ChunkKey, ChunkResult],
+    ) -> None:
+        """One row in a savepoint: a permanent error fails this row only."""
+        try:
+            async with conn.transaction():
+                await self._apply_round(conn, entity, [row], results)
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            reason = _snake(type(exc).__name__.removesuffix("Error"))
+            detail = getattr(exc, "detail", None)
+            message = f"{exc}" + (f" ({detail})" if detail else "")
+            results[row.chunk].fail(row.index, RowProblem(reason, message[:500]))
 
     def _prepare(
         self, chunk: Chunk, result: ChunkResult, staged: dict[tuple[str, str], list[_Staged]]
@@ -284,6 +328,11 @@ class BatchProcessor:
 
 _CANCELLED = RowProblem("cancelled", "the bulk action was cancelled before this row")
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
+
+
+def _snake(name: str) -> str:
+    """``CheckViolation`` -> ``check_violation``: the SQLSTATE class as a reason."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:

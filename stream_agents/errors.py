@@ -39,6 +39,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
+    asyncpg.InvalidCachedStatementError,  # the schema changed under a prepared statement
     OSError,
     asyncio.TimeoutError,
 )

@@ -41,6 +41,8 @@ TEST_ROWS_PER_MINUTE = 10_000_000
 #: sends fewer writes than the burst, except the test of the limit itself.
 TEST_WRITES_PER_MINUTE = 60
 TEST_WRITE_BURST = 12
+#: Seconds before the server cancels a statement: short, for the timeout fault test.
+TEST_COMMAND_TIMEOUT = 5
 
 
 def free_port() -> int:
@@ -63,6 +65,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BULKFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
         "BULKFLOW_API_WRITES_PER_MINUTE": str(TEST_WRITES_PER_MINUTE),
         "BULKFLOW_API_WRITE_BURST": str(TEST_WRITE_BURST),
+        "BULKFLOW_POSTGRES_COMMAND_TIMEOUT": str(TEST_COMMAND_TIMEOUT),
     }
 
 
