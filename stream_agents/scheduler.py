@@ -60,8 +60,10 @@ class Scheduler:
                 ):
                     continue  # another process fires it
                 try:
-                    await self._fire(row["id"])
-                    fired += 1
+                    # Under the lock, again: another process may have just fired it.
+                    if await lock.fetchval(sql.postgres("scheduled_pending"), row["id"]):
+                        await self._fire(row["id"])
+                        fired += 1
                 finally:
                     await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 1))", key)
         return fired

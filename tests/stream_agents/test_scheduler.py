@@ -1,0 +1,100 @@
+"""The scheduler fires due actions once, also when every process was down at the due time.
+
+Its own database, so the session server's scheduler never sees these actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from bulkflow import constants
+from bulkflow.database import connect_pool
+from bulkflow.migrations import migrate_postgres
+from bulkflow.producer import ChunkProducer
+from bulkflow.settings import Settings
+from bulkflow.topics import ensure_topics
+from ingest_api.actions import ActionStore
+from schemas.bulk_action import ActionOptions
+from schemas.messages import Chunk
+from stream_agents.scheduler import Scheduler
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def isolated(database: Settings) -> AsyncIterator[Settings]:
+    name = f"bulkflow_sched_{uuid.uuid4().hex[:8]}"
+    dsn = urlsplit(database.postgres_dsn.get_secret_value())
+    settings = database.model_copy(
+        update={
+            "postgres_dsn": SecretStr(urlunsplit(dsn._replace(path=f"/{name}"))),
+            "topic_prefix": f"{database.topic_prefix}sched-{uuid.uuid4().hex[:6]}.",
+        }
+    )
+    admin = await asyncpg.connect(database.postgres_dsn.get_secret_value())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await migrate_postgres(settings)
+        await ensure_topics(settings)
+        yield settings
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def published(settings: Settings) -> int:
+    topic = settings.topic(constants.CHUNKS_TOPIC)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_due_while_down_fires_once_at_start(isolated: Settings) -> None:
+    async with connect_pool(isolated, size=4) as pool:
+        store = ActionStore(pool)
+        due_at = datetime.now(UTC) + timedelta(seconds=1)
+        created = await store.create(
+            account_id="acc_sched",
+            entity="contact",
+            action="upsert",
+            source="json",
+            options=ActionOptions(),
+            total_rows=1_000,
+            columns=["email"],
+            scheduled_for=due_at,
+        )
+        action_id = str(created.record["id"])
+        assert created.record["status"] == "scheduled"
+        writer = store.scheduled_writer()
+        for n in range(2):
+            rows = [{"email": f"s{n}-{i}@example.com"} for i in range(500)]
+            await writer.send(
+                Chunk(action_id, "acc_sched", "contact", "upsert", n, 1 + 500 * n, rows)
+            )
+        await writer.flush()
+
+        await asyncio.sleep(1.5)  # every process is "down" when the action falls due
+        async with ChunkProducer.start(isolated) as producer:
+            replicas = [Scheduler(pool, producer), Scheduler(pool, producer)]  # restarted, twice
+            fired = await asyncio.gather(*(r.fire_due() for r in replicas))
+            assert sorted(fired) == [0, 1]  # one replica fires it
+            assert await replicas[0].fire_due() == 0  # and it is not fired again
+        status = await pool.fetchval(
+            "SELECT status FROM bulk_actions WHERE id = $1", created.record["id"]
+        )
+        assert status == "queued"
+        assert await pool.fetchval("SELECT count(*) FROM scheduled_chunks") == 0
+    assert await published(isolated) == 2
