@@ -17,6 +17,9 @@ MAX_CSV_COLUMNS: Final = 200  # columns per CSV header
 # Agents.
 AGENT_BATCH_CHUNKS: Final = 20  # chunk messages per Postgres transaction
 AGENT_BATCH_WITHIN: Final = 0.05  # seconds to wait for a batch to fill
+#: Chunks per statement within a batch: the next part is validated while
+#: Postgres applies the previous one.
+STATEMENT_CHUNKS: Final = 4
 SINK_BATCH_MESSAGES: Final = 200  # outcome messages per ClickHouse insert
 SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
 

@@ -33,6 +33,9 @@ async def connect_pool(
         max_size=size or settings.postgres_pool_size,
         command_timeout=settings.postgres_command_timeout,
         init=_init_connection,
+        # Every statement here is OLTP-sized: JIT-compiling a 10,000-row apply
+        # statement took longer than running it (measured: 340 ms -> 180 ms).
+        server_settings={"jit": "off"},
     )
     try:
         yield pool

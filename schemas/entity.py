@@ -9,6 +9,7 @@ so adding an entity is a model, a table migration and an ``*_apply.sql`` file
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,19 +37,28 @@ class Prepared:
     mask: int  # bit i set: fields[i] is written (possibly with None, to clear it)
 
 
+class RowReader(Protocol):
+    """Reads the rows of one chunk: the options and action are fixed for all of them."""
+
+    def prepare(self, row: JsonRow) -> Prepared | RowProblem:
+        """Validate one row; never raises for bad input."""
+        ...
+
+    def display_key(self, row: JsonRow) -> str:
+        """The row's match value as given, for logs, even when the row is invalid."""
+        ...
+
+
 class Entity(Protocol):
     name: str
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
     apply_query: str  # sql/queries/<name>.sql; parameters as in stream_agents.batch
+    insert_query: str  # its fast path for rows that create: inserts what no index refuses
 
-    def prepare(self, row: JsonRow, options: ActionOptions, action: str) -> Prepared | RowProblem:
-        """Validate one row; never raises for bad input."""
-        ...
-
-    def display_key(self, row: JsonRow, options: ActionOptions) -> str:
-        """The row's match value as given, for logs, even when the row is invalid."""
+    def reader(self, options: ActionOptions, action: str) -> RowReader:
+        """A reader for the rows of a chunk with these options and this action."""
         ...
 
 
@@ -56,69 +66,126 @@ class ModelEntity:
     """An entity whose rows are validated by a pydantic model with an ``id`` field."""
 
     def __init__(
-        self, name: str, model: type[BaseModel], identifier: str, apply_query: str
+        self,
+        name: str,
+        model: type[BaseModel],
+        *,
+        identifier: str,
+        apply_query: str,
+        insert_query: str,
     ) -> None:
         self.name = name
         self.model = model
         self.identifier = identifier
         self.apply_query = apply_query
+        self.insert_query = insert_query
         self.match_fields: tuple[str, ...] = (identifier, MATCH_EXTERNAL_ID, MATCH_ID)
         self.fields: tuple[str, ...] = tuple(f for f in model.model_fields if f != MATCH_ID)
-        self._known = frozenset(model.model_fields)
+        self.known = frozenset(model.model_fields)
 
-    def match_on(self, options: ActionOptions) -> str:
-        return options.match_on or self.identifier
+    def reader(self, options: ActionOptions, action: str) -> ModelRowReader:
+        return ModelRowReader(self, options, action)
 
-    def _fields_of(self, row: JsonRow, options: ActionOptions) -> dict[str, Any]:
+
+#: Where an input column goes: (field name, is a custom field), or None: dropped.
+_Route = tuple[str, bool] | None
+
+
+class ModelRowReader:
+    """Per-row work for one chunk, with everything per-chunk worked out once.
+
+    The rows of a chunk share their options and (for CSV) their columns, so
+    where each column goes is decided once per column name, not once per cell.
+    """
+
+    def __init__(self, entity: ModelEntity, options: ActionOptions, action: str) -> None:
+        self._entity = entity
+        self._action = action
+        self._match_on = options.match_on or entity.identifier
+        self._mapping = options.normalised_mapping()
+        self._ignore_empty = options.ignore_empty
+        self._clear_token = options.clear_token
+        self._keep_unmapped = options.unmapped == "custom_fields"
+        self._routes: dict[str, _Route] = {}
+        # The model's core validator itself: model_validate adds a Python layer
+        # that cost as much as the validation (5.8 us -> 3.1 us per row).
+        self._validate = entity.model.__pydantic_validator__.validate_python
+        self._bits = {f: 1 << i for i, f in enumerate(entity.fields)}
+        self._values = operator.itemgetter(*entity.fields)
+
+    def _route(self, column: str) -> _Route:
+        source = column.strip().lower()
+        if source in DOWNLOAD_COLUMNS:
+            return None
+        name = self._mapping.get(source, source)
+        if name in self._entity.known:
+            return (name, False)
+        return (column.strip(), True) if self._keep_unmapped else None
+
+    def fields(self, row: JsonRow) -> dict[str, Any]:
         """Apply the mapping, empty-value rules and custom-field routing."""
         fields: dict[str, Any] = {}
         custom: dict[str, Any] = {}
-        mapping = options.normalised_mapping()
+        routes = self._routes
         for column, value in row.items():
-            source = column.strip().lower()
-            if source in DOWNLOAD_COLUMNS:
+            route = (
+                routes[column]
+                if column in routes
+                else routes.setdefault(column, self._route(column))
+            )
+            if route is None:
                 continue
-            name = mapping.get(source, source)
-            if isinstance(value, str):
-                if value == "" and options.ignore_empty:
+            if type(value) is str:
+                if value == "" and self._ignore_empty:
                     continue
-                if options.clear_token is not None and value == options.clear_token:
+                if value == self._clear_token:
                     value = None
-            if name in self._known:
+            name, is_custom = route
+            if is_custom:
+                custom[name] = value
+            else:
                 fields[name] = value
-            elif options.unmapped == "custom_fields":
-                custom[column.strip()] = value
         if custom:
             fields["custom_fields"] = {**(fields.get("custom_fields") or {}), **custom}
         return fields
 
-    def display_key(self, row: JsonRow, options: ActionOptions) -> str:
-        value = self._fields_of(row, options).get(self.match_on(options))
-        return value.strip() if isinstance(value, str) else "" if value is None else str(value)
+    def display_key(self, row: JsonRow) -> str:
+        return _display(self.fields(row).get(self._match_on))
 
-    def prepare(self, row: JsonRow, options: ActionOptions, action: str) -> Prepared | RowProblem:
-        match_on = self.match_on(options)
-        fields = self._fields_of(row, options)
-        if action == "delete":  # only the match value matters
+    def prepare(self, row: JsonRow) -> Prepared | RowProblem:
+        entity, match_on = self._entity, self._match_on
+        fields = self.fields(row)
+        if self._action == "delete":  # only the match value matters
             fields = {k: v for k, v in fields.items() if k == match_on}
         try:
-            model = self.model.model_validate(fields)
+            model = self._validate(fields)
         except ValidationError as exc:
             return _problem(exc)
         given = model.model_fields_set
-        if self.identifier in given and getattr(model, self.identifier) is None:
-            return RowProblem(f"invalid_{self.identifier}", f"{self.identifier}: cannot be cleared")
-        value = getattr(model, match_on)
+        values = model.__dict__
+        if entity.identifier in given and values[entity.identifier] is None:
+            return RowProblem(
+                f"invalid_{entity.identifier}", f"{entity.identifier}: cannot be cleared"
+            )
+        value = values[match_on]
         if value is None:
             return RowProblem(
-                f"missing_{match_on}", f"{match_on}: required to match the {self.name}"
+                f"missing_{match_on}", f"{match_on}: required to match the {entity.name}"
             )
-        values = tuple(getattr(model, f) for f in self.fields)
-        mask = sum(1 << i for i, f in enumerate(self.fields) if f in given)
-        key = str(value).lower() if match_on == self.identifier else str(value)
-        display = str(fields.get(match_on, value)).strip()
-        match_id = value if match_on == MATCH_ID else None
-        return Prepared(key, display, match_id, values, mask)
+        mask, bits = 0, self._bits
+        for name in given:
+            mask |= bits.get(name, 0)
+        return Prepared(
+            key=str(value).lower() if match_on == entity.identifier else str(value),
+            display_key=_display(fields.get(match_on, value)),
+            match_id=value if match_on == MATCH_ID else None,
+            values=self._values(values),
+            mask=mask,
+        )
+
+
+def _display(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else "" if value is None else str(value)
 
 
 def _problem(exc: ValidationError) -> RowProblem:
@@ -135,7 +202,19 @@ def _problem(exc: ValidationError) -> RowProblem:
     return RowProblem(reason, message)
 
 
-CONTACT = ModelEntity("contact", ContactRow, identifier="email", apply_query="contacts_apply")
-COMPANY = ModelEntity("company", CompanyRow, identifier="domain", apply_query="companies_apply")
+CONTACT = ModelEntity(
+    "contact",
+    ContactRow,
+    identifier="email",
+    apply_query="contacts_apply",
+    insert_query="contacts_insert",
+)
+COMPANY = ModelEntity(
+    "company",
+    CompanyRow,
+    identifier="domain",
+    apply_query="companies_apply",
+    insert_query="companies_insert",
+)
 
 ENTITIES: dict[str, Entity] = {e.name: e for e in (CONTACT, COMPANY)}

@@ -7,7 +7,7 @@ times per action, and validated at the HTTP edge before they exist.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -72,9 +72,21 @@ class Chunk:
     broken: dict[int, RowProblem] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        body = asdict(self)
-        body["broken"] = {str(i): p.to_json() for i, p in self.broken.items()}
-        return orjson.dumps(body)
+        # Field by field: dataclasses.asdict deep-copies every row first, which
+        # cost the API 40% of its CPU on a large upload.
+        return orjson.dumps(
+            {
+                "action_id": self.action_id,
+                "account_id": self.account_id,
+                "entity": self.entity,
+                "action": self.action,
+                "chunk_no": self.chunk_no,
+                "first_row_no": self.first_row_no,
+                "rows": self.rows,
+                "options": self.options,
+                "broken": {str(i): p.to_json() for i, p in self.broken.items()},
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Chunk:
@@ -104,10 +116,22 @@ class OutcomeBatch:
     processed_at: float  # seconds since the epoch
 
     def to_bytes(self) -> bytes:
-        body = asdict(self)
-        body["problems"] = {str(i): p.to_json() for i, p in self.problems.items()}
-        body["rows"] = {str(i): r for i, r in self.rows.items()}
-        return orjson.dumps(body)
+        return orjson.dumps(
+            {
+                "action_id": self.action_id,
+                "account_id": self.account_id,
+                "entity": self.entity,
+                "action": self.action,
+                "chunk_no": self.chunk_no,
+                "first_row_no": self.first_row_no,
+                "codes": self.codes,
+                "problems": {str(i): p.to_json() for i, p in self.problems.items()},
+                "keys": self.keys,
+                "rows": self.rows,
+                "processed_at": self.processed_at,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OutcomeBatch:

@@ -29,7 +29,7 @@ import asyncpg
 
 from bulkflow import constants, sql
 from schemas.bulk_action import ActionOptions
-from schemas.entity import ENTITIES, Entity, Prepared
+from schemas.entity import ENTITIES, MATCH_ID, Entity, Prepared
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
 from stream_agents.errors import ConcurrentWrite, RetriesExhausted, is_transient
 
@@ -42,6 +42,8 @@ ChunkKey = tuple[str, int]
 class ChunkResult:
     codes: list[str]
     problems: dict[int, RowProblem] = field(default_factory=dict)
+    #: Each row's match value as given, when the rows were read (else worked out later).
+    keys: list[str] | None = None
     #: When the chunk was applied: a replay reports the original time, so its
     #: outcome rows are identical to the first delivery's.
     processed_at: float = field(default_factory=lambda: round(time.time(), 3))  # ms, as stored
@@ -76,6 +78,7 @@ class BatchProcessor:
         self._entities = entities
         self._attempts = attempts
         self._interval = interval
+        self._inserts = _InsertFirst()
 
     async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
         """Apply the chunks; return the outcomes of every row of every known action.
@@ -163,7 +166,7 @@ class BatchProcessor:
             (r["action_id"], r["chunk_no"]): ChunkResult(
                 list(r["codes"]),
                 {int(i): RowProblem.from_json(p) for i, p in r["reasons"].items()},
-                r["processed_at"].timestamp(),
+                processed_at=r["processed_at"].timestamp(),
             )
             for r in rows
         }
@@ -183,7 +186,30 @@ class BatchProcessor:
         isolate: bool,
     ) -> dict[ChunkKey, ChunkResult]:
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
-        # One group per entity and match field, in order of first appearance.
+        # Parts in order, each part's rows validated (Python) while Postgres
+        # applies the previous part's (same connection, same transaction):
+        # the two run on different cores.
+        writing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(chunks), constants.STATEMENT_CHUNKS):
+                part = chunks[start : start + constants.STATEMENT_CHUNKS]
+                staged = self._stage(part, statuses, results)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._write(conn, staged, results, isolate))
+                await asyncio.sleep(0)  # let it send its statement before the next part
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
+        return results
+
+    def _stage(
+        self, chunks: list[Chunk], statuses: dict[str, str], results: dict[ChunkKey, ChunkResult]
+    ) -> dict[tuple[str, str], list[_Staged]]:
+        """Validate the chunks' rows; one group per entity and match field, in order."""
         staged: dict[tuple[str, str], list[_Staged]] = defaultdict(list)
         for chunk in chunks:
             if statuses[chunk.action_id] == "cancelled":
@@ -191,6 +217,15 @@ class BatchProcessor:
                     results[chunk.key].fail(index, _CANCELLED, code="s")
                 continue
             self._prepare(chunk, results[chunk.key], staged)
+        return staged
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        staged: dict[tuple[str, str], list[_Staged]],
+        results: dict[ChunkKey, ChunkResult],
+        isolate: bool,
+    ) -> None:
         for (name, _), rows in staged.items():
             entity = self._entities[name]
             for round_rows in _rounds(rows, results, entity):
@@ -199,7 +234,6 @@ class BatchProcessor:
                         await self._apply_alone(conn, entity, row, results)
                 else:
                     await self._apply_round(conn, entity, round_rows, results)
-        return results
 
     async def _apply_alone(
         self,
@@ -231,11 +265,15 @@ class BatchProcessor:
             return
         options = ActionOptions.model_validate(chunk.options)
         match_on = options.match_on or entity.identifier
+        reader = entity.reader(options, chunk.action)
+        keys = result.keys = [""] * len(chunk.rows)
         for index, row in enumerate(chunk.rows):
-            prepared = chunk.broken.get(index) or entity.prepare(row, options, chunk.action)
+            prepared = chunk.broken.get(index) or reader.prepare(row)
             if isinstance(prepared, RowProblem):
                 result.fail(index, prepared)
+                keys[index] = reader.display_key(row)
                 continue
+            keys[index] = prepared.display_key
             staged[entity.name, match_on].append(
                 _Staged(
                     chunk.key,
@@ -256,6 +294,10 @@ class BatchProcessor:
         rows: list[_Staged],
         results: dict[ChunkKey, ChunkResult],
     ) -> None:
+        if self._inserts.worth_trying(rows):
+            rows = await self._insert_new(conn, entity, rows, results)
+            if not rows:
+                return
         columns: list[Any] = [
             list(range(len(rows))),
             [s.account_id for s in rows],
@@ -266,7 +308,7 @@ class BatchProcessor:
             [s.row.match_id for s in rows],
             [s.row.mask for s in rows],
         ]
-        columns += [[s.row.values[i] for s in rows] for i in range(len(entity.fields))]
+        columns += _field_columns(rows)
         for record in await conn.fetch(sql.postgres(entity.apply_query), *columns):
             staged = rows[record["seq"]]
             code, reason = record["code"], record["reason"]
@@ -281,6 +323,32 @@ class BatchProcessor:
                 result.problems[staged.index] = RowProblem(
                     reason, _message(entity, reason, related), related
                 )
+
+    async def _insert_new(
+        self,
+        conn: asyncpg.Connection,
+        entity: Entity,
+        rows: list[_Staged],
+        results: dict[ChunkKey, ChunkResult],
+    ) -> list[_Staged]:
+        """Insert the rows that create what no unique index refuses; return the others."""
+        creating = [s for s in rows if s.op in _CREATING]
+        columns: list[Any] = [
+            [s.account_id for s in creating],
+            [s.action_id for s in creating],
+            [s.row_no for s in creating],
+        ]
+        columns += _field_columns(creating)
+        records = await conn.fetch(sql.postgres(entity.insert_query), *columns)
+        inserted = {(str(r["action_id"]), r["row_no"]) for r in records}
+        self._inserts.record(creating, len(inserted))
+        rest = []
+        for staged in rows:
+            if (staged.action_id, staged.row_no) in inserted:
+                results[staged.chunk].codes[staged.index] = "c"
+            else:
+                rest.append(staged)
+        return rest
 
     async def _record(
         self, conn: asyncpg.Connection, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
@@ -308,9 +376,6 @@ class BatchProcessor:
         )
 
     def _outcomes(self, chunk: Chunk, result: ChunkResult) -> OutcomeBatch:
-        entity = self._entities.get(chunk.entity)
-        options = ActionOptions.model_validate(chunk.options)
-        keys = [entity.display_key(r, options) if entity else "" for r in chunk.rows]
         return OutcomeBatch(
             action_id=chunk.action_id,
             account_id=chunk.account_id,
@@ -320,12 +385,47 @@ class BatchProcessor:
             first_row_no=chunk.first_row_no,
             codes="".join(result.codes),
             problems=result.problems,
-            keys=keys,
+            keys=result.keys or self._keys(chunk),
             rows={i: chunk.rows[i] for i in result.problems},
             processed_at=result.processed_at,
         )
 
+    def _keys(self, chunk: Chunk) -> list[str]:
+        entity = self._entities.get(chunk.entity)
+        if entity is None:
+            return [""] * len(chunk.rows)
+        reader = entity.reader(ActionOptions.model_validate(chunk.options), chunk.action)
+        return [reader.display_key(row) for row in chunk.rows]
 
+
+class _InsertFirst:
+    """Whether a round's creating rows go through the insert fast path first.
+
+    Worth it while most such rows are new (an import); when most were refused
+    (upserts of existing entities), the action's next rounds skip it.
+    """
+
+    _REMEMBERED = 10_000  # actions; forgotten all at once past that
+
+    def __init__(self) -> None:
+        self._skipping: set[str] = set()
+
+    def worth_trying(self, rows: list[_Staged]) -> bool:
+        first = rows[0]
+        return (
+            first.match_on != MATCH_ID
+            and any(s.op in _CREATING for s in rows)
+            and first.action_id not in self._skipping
+        )
+
+    def record(self, tried: list[_Staged], inserted: int) -> None:
+        if inserted * 2 < len(tried):
+            if len(self._skipping) >= self._REMEMBERED:
+                self._skipping.clear()
+            self._skipping.update(s.action_id for s in tried)
+
+
+_CREATING = frozenset({"create", "upsert"})
 _CANCELLED = RowProblem("cancelled", "the bulk action was cancelled before this row")
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
 
@@ -333,6 +433,11 @@ _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.i
 def _snake(name: str) -> str:
     """``CheckViolation`` -> ``check_violation``: the SQLSTATE class as a reason."""
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _field_columns(rows: list[_Staged]) -> list[list[Any]]:
+    """The rows' field values, one list per field (the statement's arrays)."""
+    return [list(column) for column in zip(*(s.row.values for s in rows), strict=True)]
 
 
 def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 WAITING_APPLY = """
     SELECT pid FROM pg_stat_activity
     WHERE datname = current_database() AND wait_event_type = 'Lock'
-      AND query LIKE '%Applies one round%'
+      AND (query LIKE '%Applies one round%' OR query LIKE '%fast path of contacts_apply%')
 """
 
 

@@ -245,3 +245,67 @@ async def test_each_action_on_present_and_missing_contacts(
     assert (out.problems[0].reason if reason else "") == reason
     remaining = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", acct)
     assert remaining == (0 if action == "delete" else int(exists or action != "update"))
+
+
+async def test_new_rows_take_the_insert_path_and_the_rest_are_decided_in_full(
+    pool: asyncpg.Pool,
+) -> None:
+    """One round mixing every case the insert fast path must hand over."""
+    acct = account()
+    seed = await new_action(pool, acct, 2)
+    await BatchProcessor(pool).process(
+        [
+            chunk(
+                seed,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "old@example.com", "first_name": "Old"},
+                    {"email": "owner@example.com", "external_id": "ext-1"},
+                ],
+            )
+        ]
+    )
+    action_id = await new_action(pool, acct, 5)
+    rows = [
+        {"email": "new@example.com", "first_name": "New"},  # created by the fast path
+        {"email": "OLD@example.com", "first_name": "Older"},  # refused: updated in full
+        {"email": "thief@example.com", "external_id": "ext-1"},  # refused: conflict
+        {"email": "new@example.com", "first_name": "Again"},  # in-file duplicate
+        {"email": "fresh@example.com", "external_id": "ext-2"},  # created
+    ]
+
+    [outcome] = await BatchProcessor(pool).process([chunk(action_id, acct, 0, 1, rows)])
+
+    assert outcome.codes == "cufsc"
+    assert outcome.problems[2].reason == "external_id_taken"
+    assert outcome.problems[3] == RowProblem("duplicate", "same email as row 1", 1)
+    stored = await pool.fetch(
+        "SELECT email, first_name, external_id, last_action_id::text AS action_id, last_row_no"
+        " FROM contacts WHERE account_id = $1 ORDER BY email",
+        acct,
+    )
+    assert [tuple(r) for r in stored] == [
+        ("fresh@example.com", None, "ext-2", action_id, 5),
+        ("new@example.com", "New", None, action_id, 1),
+        ("old@example.com", "Older", None, action_id, 2),
+        ("owner@example.com", None, "ext-1", seed, 2),
+    ]
+
+
+async def test_an_action_of_existing_rows_is_decided_in_full(
+    pool: asyncpg.Pool,
+) -> None:
+    acct = account()
+    processor = BatchProcessor(pool)
+    emails = [{"email": f"u{i}@example.com"} for i in range(4)]
+    seed = await new_action(pool, acct, 4)
+    await processor.process([chunk(seed, acct, 0, 1, emails)])
+    again = await new_action(pool, acct, 8)
+
+    first, second = await processor.process(
+        [chunk(again, acct, 0, 1, emails), chunk(again, acct, 1, 5, emails)]
+    )
+
+    assert (first.codes, second.codes) == ("nnnn", "ssss")
