@@ -3,6 +3,9 @@ VENV     ?= .venv
 PYTHON   ?= python3
 BULKFLOW := $(VENV)/bin/bulkflow
 ROWS     ?= 100000
+# `make bench BENCH_ARGS="--accounts 4 --agents 2 --kill-agent"`
+BENCH_ROWS ?= 1000000
+BENCH_ARGS ?=
 
 .PHONY: install services migrate start stop demo lint test bench clean
 
@@ -29,6 +32,9 @@ stop:
 
 demo: start
 	$(BULKFLOW) demo --rows $(ROWS)
+
+bench: migrate
+	$(BULKFLOW) bench --rows $(BENCH_ROWS) $(BENCH_ARGS) --out bench-$$(date +%Y%m%d-%H%M%S).json
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bulkflow.settings import Settings
 
@@ -105,6 +106,22 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.bench import run_bench
+
+    asyncio.run(
+        run_bench(
+            settings,
+            rows=args.rows,
+            accounts=args.accounts,
+            agents=args.agents,
+            kill_agent=args.kill_agent,
+            out=args.out,
+        )
+    )
+    return 0
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow import daemon
 
@@ -167,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="chunks whose retries ran out")
     letters.add_argument("action", choices=["list", "replay"])
     letters.set_defaults(handler=_dead_letters)
+
+    bench = commands.add_parser("bench", help="the pipeline against the Postgres ceiling")
+    bench.add_argument("--rows", type=int, default=1_000_000)
+    bench.add_argument("--accounts", type=int, default=1, help="one CSV action per account")
+    bench.add_argument("--agents", type=int, default=1, help="agent replicas (processes)")
+    bench.add_argument(
+        "--kill-agent",
+        action="store_true",
+        help="SIGKILL a replica a third of the way through and start another",
+    )
+    bench.add_argument("--out", type=Path, help="write the report as JSON here")
+    bench.set_defaults(handler=_bench)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)

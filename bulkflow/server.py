@@ -62,6 +62,7 @@ def check_roles(settings: Settings, roles: Collection[Role]) -> None:
 
 async def serve(settings: Settings, roles: Collection[Role]) -> None:
     check_roles(settings, roles)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's data folder lives here
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(connect_pool(settings))
         await ensure_topics(settings)

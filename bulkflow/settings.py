@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     #: deployments can share a broker without seeing each other's messages.
     topic_prefix: str = ""
     topic_partitions: int = Field(default=12, ge=1)
+    #: Seconds without a heartbeat before Kafka gives a dead agent's partitions
+    #: to the others (Faust's default is 60: a minute of stalled accounts).
+    consumer_session_timeout: float = Field(default=10.0, ge=6.0)
 
     postgres_dsn: SecretStr = SecretStr("postgresql://bulkflow@127.0.0.1:15432/bulkflow")
     postgres_pool_size: int = Field(default=4, ge=1)

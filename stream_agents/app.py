@@ -54,6 +54,8 @@ def create_app(settings: Settings, resources: AgentResources) -> faust.App:
         store="memory://",
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=200,
+        broker_session_timeout=settings.consumer_session_timeout,
+        broker_heartbeat_interval=settings.consumer_session_timeout / 5,
         key_serializer="raw",
         value_serializer="raw",
     )

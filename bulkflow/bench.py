@@ -1,0 +1,393 @@
+"""``bulkflow bench``: the whole pipeline against what Postgres alone can absorb.
+
+In one run, on the same generated rows and the same Postgres table and index,
+the two baselines of :mod:`bulkflow.baselines` and the **pipeline**: the real
+thing as separate processes (:mod:`bulkflow.fleet`), the CSV uploaded through
+the API, done when every row's outcome is in ClickHouse. Then the latency of
+small actions on the same processes.
+
+A run whose counts, Postgres rows or ClickHouse outcomes differ from what the
+generator knows is a failure, not a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from bulkflow import baselines
+from bulkflow.accounts import create_account, set_rows_per_minute
+from bulkflow.database import connect_pool
+from bulkflow.demo import bearer, upload_csv
+from bulkflow.fleet import Fleet
+from bulkflow.migrations import migrate_postgres
+from bulkflow.sample import SampleExpectation, write_contacts_csv
+from bulkflow.settings import Settings
+from bulkflow.topics import ensure_topics
+
+POLL = 0.2  # seconds between progress looks
+UNLIMITED = 1_000_000_000  # rows per minute: the bench measures throughput, not limits
+LATENCY_ACTIONS = 20
+LATENCY_ROWS = 100
+KILL_AT = 1 / 3  # of the rows processed, when --kill-agent kills a replica
+
+
+class BenchFailed(RuntimeError):
+    """The pipeline produced other data than the generator expects."""
+
+
+@dataclass
+class PipelineResult:
+    rows: int
+    agents: int
+    seconds: float
+    rows_per_second: float
+    upload_seconds: float
+    first_outcome_seconds: float
+    sink_lag_seconds: float
+    replicas_killed: int
+    replicas_started: int
+    #: Share of the rows processed when a replica was killed (--kill-agent).
+    killed_at_fraction: float | None
+    peak_memory_mb: dict[str, dict[str, float]]
+
+
+@dataclass
+class Latency:
+    actions: int
+    rows_each: int
+    p50_seconds: float
+    p95_seconds: float
+
+
+@dataclass
+class BenchReport:
+    rows: int
+    accounts: int
+    expected: dict[str, int]
+    ceiling_rows_per_second: float
+    naive_rows_per_second: float
+    pipeline: PipelineResult
+    latency: Latency | None
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Workload:
+    files: list[tuple[Path, SampleExpectation]]
+
+    @property
+    def rows(self) -> int:
+        return sum(e.rows for _, e in self.files)
+
+    def expected(self) -> dict[str, int]:
+        return {
+            "succeeded": sum(e.unique for _, e in self.files),
+            "failed": sum(e.invalid for _, e in self.files),
+            "skipped": sum(e.duplicates for _, e in self.files),
+        }
+
+
+async def run_bench(
+    settings: Settings,
+    *,
+    rows: int,
+    accounts: int = 1,
+    agents: int = 1,
+    kill_agent: bool = False,
+    latency: bool = True,
+    out: Path | None = None,
+) -> BenchReport:
+    work = Path(tempfile.mkdtemp(prefix="bulkflow-bench-"))
+    bench = await _bench_settings(settings, work)
+    try:
+        workload = Workload(
+            [
+                (
+                    work / f"contacts-{k}.csv",
+                    write_contacts_csv(
+                        work / f"contacts-{k}.csv",
+                        rows // accounts,
+                        seed=7 + k,
+                        domain=f"a{k}.example",
+                    ),
+                )
+                for k in range(accounts)
+            ]
+        )
+        paths = [path for path, _ in workload.files]
+        print(f"generated {workload.rows:,} rows in {accounts} file(s) under {work}")
+        ceiling = await baselines.ceiling(bench, paths)
+        print(f"ceiling (COPY + one INSERT ... ON CONFLICT): {ceiling:,.0f} rows/s")
+        await baselines.reset(bench)
+        naive = await baselines.naive(bench, paths)
+        print(f"naive (executemany, 1,000 rows/tx): {naive:,.0f} rows/s")
+        await baselines.reset(bench)
+        pipeline, small = await _pipeline(bench, workload, work, agents, kill_agent, latency)
+        print(f"pipeline: {pipeline.rows_per_second:,.0f} rows/s")
+        report = BenchReport(
+            rows=workload.rows,
+            accounts=accounts,
+            expected=workload.expected(),
+            ceiling_rows_per_second=round(ceiling),
+            naive_rows_per_second=round(naive),
+            pipeline=pipeline,
+            latency=small,
+            ratios={
+                "pipeline/ceiling": round(pipeline.rows_per_second / ceiling, 3),
+                "pipeline/naive": round(pipeline.rows_per_second / naive, 3),
+            },
+        )
+    finally:
+        await _drop_database(settings, bench)
+        shutil.rmtree(work, ignore_errors=True)
+    body = orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2)
+    print(body.decode())
+    if out is not None:
+        await asyncio.to_thread(out.write_bytes, body)
+    return report
+
+
+async def _bench_settings(settings: Settings, work: Path) -> Settings:
+    """A fresh database, topic prefix and port: runs are comparable and leave nothing behind."""
+    run = uuid.uuid4().hex[:8]
+    dsn = urlsplit(settings.postgres_dsn.get_secret_value())
+    bench = settings.model_copy(
+        update={
+            "postgres_dsn": SecretStr(urlunsplit(dsn._replace(path=f"/bulkflow_bench_{run}"))),
+            "topic_prefix": f"bench-{run}.",
+            "clickhouse_url": SecretStr(f"chdb://{work / 'clickhouse'}"),
+            "rows_per_minute": UNLIMITED,
+            "api_writes_per_minute": UNLIMITED,
+            "api_write_burst": 1_000,
+            "api_reads_per_minute": UNLIMITED,
+            "api_read_burst": 100_000,
+            "api_port": _free_port(),
+            "state_dir": work / "state",
+        }
+    )
+    admin = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        await admin.execute(f'CREATE DATABASE "bulkflow_bench_{run}"')
+    finally:
+        await admin.close()
+    await migrate_postgres(bench)
+    await ensure_topics(bench)
+    return bench
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _drop_database(settings: Settings, bench: Settings) -> None:
+    name = urlsplit(bench.postgres_dsn.get_secret_value()).path.lstrip("/")
+    admin = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _pipeline(
+    settings: Settings,
+    workload: Workload,
+    work: Path,
+    agents: int,
+    kill_agent: bool,
+    latency: bool,
+) -> tuple[PipelineResult, Latency | None]:
+    async with (
+        Fleet.running(settings, work, agents=agents) as fleet,
+        httpx.AsyncClient(base_url=settings.api_url, timeout=None) as client,
+        connect_pool(settings, size=2) as pool,
+    ):
+        keys = []
+        for k in range(len(workload.files)):
+            account = await create_account(pool, f"bench-{k}")
+            await set_rows_per_minute(pool, account.id, UNLIMITED)
+            keys.append((account.id, account.api_key))
+        chaos = _Chaos(fleet) if kill_agent else None
+        marks = await _run(client, fleet, workload, keys, chaos)
+        await _verify(pool, client, workload, keys, marks["ids"])
+        small = await _latency(client, keys[0][1]) if latency else None
+        fleet.check_alive()
+    done = marks["done"]
+    return (
+        PipelineResult(
+            rows=workload.rows,
+            agents=agents,
+            seconds=round(done, 2),
+            rows_per_second=round(workload.rows / done),
+            upload_seconds=round(marks["uploaded"], 2),
+            first_outcome_seconds=round(marks["first"], 2),
+            sink_lag_seconds=round(done - marks["counted"], 2),
+            replicas_killed=len(fleet.retired),
+            replicas_started=len(fleet.agents()) - agents + len(fleet.retired),
+            killed_at_fraction=chaos.fraction if chaos else None,
+            peak_memory_mb=fleet.peak_memory(),
+        ),
+        small,
+    )
+
+
+class _Chaos:
+    """Once a third of the rows are processed: SIGKILL an agent replica, start another."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self.fraction: float | None = None
+
+    def at(self, fraction: float) -> None:
+        if self.fraction is not None or fraction < KILL_AT:
+            return
+        self.fraction = round(fraction, 3)
+        victim = self._fleet.agents()[0]
+        print(f"killing {victim.name} (SIGKILL) at {fraction:.0%} and starting a new replica")
+        self._fleet.kill(victim)
+        self._fleet.spawn("agents", ["agents"])
+
+
+async def _run(
+    client: httpx.AsyncClient,
+    fleet: Fleet,
+    workload: Workload,
+    keys: list[tuple[str, str]],
+    chaos: _Chaos | None,
+) -> dict[str, Any]:
+    """Upload every file at once and watch the actions while the uploads stream."""
+    started = time.monotonic()
+    marks: dict[str, Any] = {}
+
+    async def upload() -> None:
+        await asyncio.gather(
+            *(
+                upload_csv(client, path, key)
+                for (path, _), (_, key) in zip(workload.files, keys, strict=True)
+            )
+        )
+        marks["uploaded"] = time.monotonic() - started
+
+    uploading = asyncio.create_task(upload())
+    try:
+        ids = [await _action_of(client, key, uploading) for _, key in keys]
+        while True:
+            fleet.check_alive()
+            now = time.monotonic() - started
+            # ClickHouse is asked only while waiting for the first outcome and
+            # after Postgres has counted everything: its stats query is not
+            # free, and the bench must not slow down what it measures.
+            if "first" not in marks and await _recorded(client, ids) > 0:
+                marks["first"] = now
+            states = [await _get(client, f"/v1/bulk-actions/{i}", key) for i, key in ids]
+            if any(s["status"] == "failed" for s in states):
+                raise BenchFailed(f"an action failed: {states}")
+            if chaos is not None:
+                chaos.at(sum(s["progress"]["processed"] for s in states) / workload.rows)
+            if uploading.done() and all(s["status"] == "completed" for s in states):
+                marks.setdefault("counted", now)
+                if await _recorded(client, ids) >= workload.rows:
+                    marks.setdefault("first", now)
+                    await uploading
+                    return {**marks, "ids": [i for i, _ in ids], "done": now}
+            await asyncio.sleep(POLL)
+    finally:
+        uploading.cancel()
+
+
+async def _action_of(
+    client: httpx.AsyncClient, key: str, uploading: asyncio.Task[None]
+) -> tuple[str, str]:
+    """The account's action, as soon as the API has created it (mid-upload)."""
+    while True:
+        listed = await _get(client, "/v1/bulk-actions?limit=1", key)
+        if listed["data"]:
+            return str(listed["data"][0]["id"]), key
+        if uploading.done():
+            uploading.result()  # raises what the upload raised
+            raise BenchFailed("the upload finished but no action was listed")
+        await asyncio.sleep(POLL)
+
+
+async def _recorded(client: httpx.AsyncClient, ids: list[tuple[str, str]]) -> int:
+    stats = [await _get(client, f"/v1/bulk-actions/{i}/stats", key) for i, key in ids]
+    return sum(int(s["recorded_rows"]) for s in stats)
+
+
+async def _get(client: httpx.AsyncClient, path: str, key: str) -> dict[str, Any]:
+    response = await client.get(path, headers=bearer(key))
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _verify(
+    pool: asyncpg.Pool,
+    client: httpx.AsyncClient,
+    workload: Workload,
+    keys: list[tuple[str, str]],
+    ids: list[str],
+) -> None:
+    for action_id, (_, expected), (account_id, key) in zip(ids, workload.files, keys, strict=True):
+        wanted = {
+            "succeeded": expected.unique,
+            "failed": expected.invalid,
+            "skipped": expected.duplicates,
+        }
+        state = await _get(client, f"/v1/bulk-actions/{action_id}", key)
+        stats = await _get(client, f"/v1/bulk-actions/{action_id}/stats", key)
+        stored = await pool.fetchval(
+            "SELECT count(*) FROM contacts WHERE account_id = $1", account_id
+        )
+        if state["counts"] != wanted or stats["counts"] != wanted or stored != expected.unique:
+            raise BenchFailed(
+                f"account {account_id}: expected {wanted} and {expected.unique} contacts; "
+                f"Postgres counted {state['counts']}, ClickHouse {stats['counts']}, "
+                f"{stored} contacts stored"
+            )
+
+
+async def _latency(client: httpx.AsyncClient, key: str) -> Latency:
+    """Submit -> completed for small JSON actions, one after another."""
+    seconds = []
+    for n in range(LATENCY_ACTIONS):
+        rows = [{"email": f"small-{n}-{i}@latency.example"} for i in range(LATENCY_ROWS)]
+        started = time.monotonic()
+        response = await client.post(
+            "/v1/bulk-actions",
+            json={"entity": "contact", "action": "upsert", "rows": rows},
+            headers=bearer(key),
+        )
+        response.raise_for_status()
+        action_id = response.json()["id"]
+        while (status := (await _get(client, f"/v1/bulk-actions/{action_id}", key))["status"]) != (
+            "completed"
+        ):
+            if status in ("failed", "cancelled"):
+                raise BenchFailed(f"a {LATENCY_ROWS}-row action ended {status}")
+            await asyncio.sleep(0.02)
+        seconds.append(time.monotonic() - started)
+    cuts = statistics.quantiles(seconds, n=20, method="inclusive")
+    return Latency(
+        actions=LATENCY_ACTIONS,
+        rows_each=LATENCY_ROWS,
+        p50_seconds=round(statistics.median(seconds), 3),
+        p95_seconds=round(cuts[18], 3),
+    )

@@ -1,0 +1,183 @@
+"""bulkflow as separate processes, as deployed: one API (with the sink) and agent replicas.
+
+The benchmark and the replica tests run the real ``bulkflow serve`` commands
+with their own settings, watch their memory, and kill or add agent replicas
+while an action runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bulkflow.settings import Settings
+
+START_TIMEOUT = 120.0  # seconds for every process to answer
+_SAMPLE_EVERY = 0.2  # seconds between memory samples
+
+
+class FleetFailed(RuntimeError):
+    """A bulkflow process exited or never became ready."""
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings."""
+    values = {
+        "BULKFLOW_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "BULKFLOW_REDIS_URL": settings.redis_url.get_secret_value(),
+        "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BULKFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "BULKFLOW_CLICKHOUSE_URL": settings.clickhouse_dsn,
+        "BULKFLOW_ROWS_PER_MINUTE": str(settings.rows_per_minute),
+        "BULKFLOW_API_WRITES_PER_MINUTE": str(settings.api_writes_per_minute),
+        "BULKFLOW_API_WRITE_BURST": str(settings.api_write_burst),
+        "BULKFLOW_API_READS_PER_MINUTE": str(settings.api_reads_per_minute),
+        "BULKFLOW_API_READ_BURST": str(settings.api_read_burst),
+        "BULKFLOW_API_PORT": str(settings.api_port),
+        "BULKFLOW_STATE_DIR": str(settings.state_dir),
+        "BULKFLOW_CONSUMER_SESSION_TIMEOUT": str(settings.consumer_session_timeout),
+    }
+    return {**os.environ, **values}
+
+
+@dataclass
+class Member:
+    """One ``bulkflow serve`` process and the most memory it was seen to hold."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    peak_rss_mb: float = 0.0
+    peak_private_mb: float = 0.0  # anonymous memory: excludes mapped code (chdb's engine)
+
+    def sample(self) -> None:
+        status = _status(self.process.pid)
+        if status:
+            self.peak_rss_mb = max(self.peak_rss_mb, status.get("VmHWM", 0) / 1024)
+            self.peak_private_mb = max(self.peak_private_mb, status.get("RssAnon", 0) / 1024)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _status(pid: int) -> dict[str, int]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    values = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            values[name] = int(rest.split()[0])
+    return values
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    logs: Path
+    members: list[Member] = field(default_factory=list)
+    retired: list[Member] = field(default_factory=list)
+    _spawned: int = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, settings: Settings, logs: Path, *, agents: int) -> AsyncIterator[Fleet]:
+        fleet = cls(settings, logs)
+        sampler = None
+        try:
+            fleet.spawn("api+sink", ["api", "sink"])
+            for _ in range(agents):
+                fleet.spawn("agents", ["agents"])
+            await fleet.until_ready()
+            sampler = asyncio.create_task(fleet._sample_forever())
+            yield fleet
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+            await asyncio.to_thread(fleet._stop_all)
+
+    def spawn(self, role_name: str, roles: list[str]) -> Member:
+        self._spawned += 1
+        args = [sys.executable, "-m", "bulkflow.cli", "serve"]
+        for role in roles:
+            args += ["--role", role]
+        log = self.logs / f"{self._spawned:02d}-{role_name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                args, env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT
+            )
+        member = Member(f"{role_name}#{self._spawned}", process, log)
+        self.members.append(member)
+        return member
+
+    def agents(self) -> list[Member]:
+        return [m for m in self.members if m.name.startswith("agents")]
+
+    def kill(self, member: Member) -> None:
+        """SIGKILL: no goodbye to the consumer group, no flush; the worst case."""
+        member.sample()
+        member.process.send_signal(signal.SIGKILL)
+        member.process.wait()
+        self.members.remove(member)
+        self.retired.append(member)
+
+    async def until_ready(self) -> None:
+        """Every process up: the API answers and each process logged that it serves."""
+        deadline = time.monotonic() + START_TIMEOUT
+        async with httpx.AsyncClient(base_url=self.settings.api_url) as client:
+            while time.monotonic() < deadline:
+                self.check_alive()
+                if await _answers(client) and all(_serving(m) for m in self.members):
+                    return
+                await asyncio.sleep(0.3)
+        raise FleetFailed("bulkflow did not become ready")
+
+    def check_alive(self) -> None:
+        for member in self.members:
+            if member.process.poll() is not None:
+                raise FleetFailed(f"{member.name} exited:\n{member.tail()}")
+
+    def peak_memory(self) -> dict[str, dict[str, float]]:
+        return {
+            m.name: {"rss_mb": round(m.peak_rss_mb, 1), "private_mb": round(m.peak_private_mb, 1)}
+            for m in [*self.retired, *self.members]
+        }
+
+    async def _sample_forever(self) -> None:
+        while True:
+            for member in self.members:
+                member.sample()
+            await asyncio.sleep(_SAMPLE_EVERY)
+
+    def _stop_all(self) -> None:
+        for member in self.members:
+            member.sample()
+            member.process.terminate()
+        for member in self.members:
+            try:
+                member.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+
+
+async def _answers(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _serving(member: Member) -> bool:
+    return b"bulkflow serving roles" in member.log.read_bytes()

@@ -1,0 +1,2 @@
+-- Between the bench's phases: each starts from an empty table with the same indexes.
+TRUNCATE contacts

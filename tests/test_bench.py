@@ -1,0 +1,63 @@
+"""A small run of the benchmark, so that ``bulkflow bench`` keeps working.
+
+It runs the real command against the local services (its own database, topics
+and processes) and checks what it reports; the bench itself fails when the
+data it produced differs from what the generator knows. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkflow.settings import Settings
+
+ROWS = 20_000
+ACCOUNTS = 2
+
+
+def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkflow.cli", "bench", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report: dict[str, Any] = orjson.loads(out.read_bytes())
+    return report
+
+
+def test_a_small_bench_run_reports_verified_numbers(
+    local_services: Settings, tmp_path: Path
+) -> None:
+    report = bench(tmp_path, "--rows", str(ROWS), "--accounts", str(ACCOUNTS))
+
+    assert report["rows"] == ROWS
+    assert sum(report["expected"].values()) == ROWS
+    assert report["pipeline"]["rows"] == ROWS
+    assert set(report["ratios"]) == {"pipeline/ceiling", "pipeline/naive"}
+    assert all(value > 0 for value in report["ratios"].values())
+    assert report["latency"]["actions"] == 20
+    assert report["latency"]["p50_seconds"] <= report["latency"]["p95_seconds"]
+    memory = report["pipeline"]["peak_memory_mb"]
+    assert sorted(name.split("#")[0] for name in memory) == ["agents", "api+sink"]
+    assert all(m["rss_mb"] > 0 for m in memory.values())
+
+
+def test_two_replicas_survive_one_killed_and_one_started_mid_action(
+    local_services: Settings, tmp_path: Path
+) -> None:
+    """The bench verifies every count, outcome and stored row; here: that the chaos happened."""
+    report = bench(tmp_path, "--rows", "60000", "--accounts", "3", "--agents", "2", "--kill-agent")
+
+    pipeline = report["pipeline"]
+    assert (pipeline["replicas_killed"], pipeline["replicas_started"]) == (1, 1)
+    assert 0 < pipeline["killed_at_fraction"] < 1
+    assert len(pipeline["peak_memory_mb"]) == 4  # api+sink, two replicas, the new one
