@@ -7,7 +7,9 @@ One transaction per batch:
 2. validate every row of the other chunks; invalid rows fail with a reason;
 3. stage the valid rows and apply them with the entity's one-statement SQL
    (rows repeating a key within the batch: same action -> skipped as
-   ``duplicate``; another action -> a later round, keeping submission order);
+   ``duplicate``; another action -> a later round, keeping submission order),
+   new rows first through the entity's insert fast path; a batch goes in parts,
+   the next part validated while Postgres applies the previous one;
 4. record the chunks in the ledger and add their counts to their actions.
 
 Transient failures (decided by exception class) retry the whole transaction at
