@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -29,11 +28,11 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from bulkflow import baselines
+from bulkflow import baselines, sql
 from bulkflow.accounts import create_account, set_rows_per_minute
 from bulkflow.database import connect_pool
 from bulkflow.demo import bearer, upload_csv
-from bulkflow.fleet import Fleet
+from bulkflow.fleet import Fleet, free_port
 from bulkflow.migrations import migrate_postgres
 from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
@@ -176,7 +175,7 @@ async def _bench_settings(settings: Settings, work: Path) -> Settings:
             "api_write_burst": 1_000,
             "api_reads_per_minute": UNLIMITED,
             "api_read_burst": 100_000,
-            "api_port": _free_port(),
+            "api_port": free_port(),
             "state_dir": work / "state",
         }
     )
@@ -188,13 +187,6 @@ async def _bench_settings(settings: Settings, work: Path) -> Settings:
     await migrate_postgres(bench)
     await ensure_topics(bench)
     return bench
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _drop_database(settings: Settings, bench: Settings) -> None:
@@ -353,9 +345,7 @@ async def _verify(
         }
         state = await _get(client, f"/v1/bulk-actions/{action_id}", key)
         stats = await _get(client, f"/v1/bulk-actions/{action_id}/stats", key)
-        stored = await pool.fetchval(
-            "SELECT count(*) FROM contacts WHERE account_id = $1", account_id
-        )
+        stored = await pool.fetchval(sql.postgres("bench_contacts_count"), account_id)
         if state["counts"] != wanted or stats["counts"] != wanted or stored != expected.unique:
             raise BenchFailed(
                 f"account {account_id}: expected {wanted} and {expected.unique} contacts; "

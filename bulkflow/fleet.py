@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,24 +31,12 @@ class FleetFailed(RuntimeError):
     """A bulkflow process exited or never became ready."""
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process these settings."""
-    values = {
-        "BULKFLOW_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "BULKFLOW_REDIS_URL": settings.redis_url.get_secret_value(),
-        "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BULKFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "BULKFLOW_CLICKHOUSE_URL": settings.clickhouse_dsn,
-        "BULKFLOW_ROWS_PER_MINUTE": str(settings.rows_per_minute),
-        "BULKFLOW_API_WRITES_PER_MINUTE": str(settings.api_writes_per_minute),
-        "BULKFLOW_API_WRITE_BURST": str(settings.api_write_burst),
-        "BULKFLOW_API_READS_PER_MINUTE": str(settings.api_reads_per_minute),
-        "BULKFLOW_API_READ_BURST": str(settings.api_read_burst),
-        "BULKFLOW_API_PORT": str(settings.api_port),
-        "BULKFLOW_STATE_DIR": str(settings.state_dir),
-        "BULKFLOW_CONSUMER_SESSION_TIMEOUT": str(settings.consumer_session_timeout),
-    }
-    return {**os.environ, **values}
+def free_port() -> int:
+    """A local TCP port nobody listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -116,7 +105,10 @@ class Fleet:
         log = self.logs / f"{self._spawned:02d}-{role_name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                args, env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT
+                args,
+                env={**os.environ, **self.settings.as_env()},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         member = Member(f"{role_name}#{self._spawned}", process, log)
         self.members.append(member)

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb://")
 
+    def as_env(self) -> dict[str, str]:
+        """``BULKFLOW_*`` variables that give a child process exactly these settings."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"BULKFLOW_{name.upper()}"] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from bulkflow.database import connect_pool
+from bulkflow.fleet import free_port
 from bulkflow.local_services import Supervisor
 from bulkflow.migrations import migrate_postgres
 from bulkflow.settings import Settings
@@ -45,28 +45,16 @@ TEST_WRITE_BURST = 12
 TEST_COMMAND_TIMEOUT = 5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process read these settings."""
-    return {
-        "BULKFLOW_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
-        "BULKFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "BULKFLOW_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "BULKFLOW_CLICKHOUSE_URL": settings.clickhouse_dsn,
-        "BULKFLOW_API_PORT": str(settings.api_port),
-        "BULKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BULKFLOW_ROWS_PER_MINUTE": str(settings.rows_per_minute),
-        "BULKFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BULKFLOW_API_WRITES_PER_MINUTE": str(TEST_WRITES_PER_MINUTE),
-        "BULKFLOW_API_WRITE_BURST": str(TEST_WRITE_BURST),
-        "BULKFLOW_POSTGRES_COMMAND_TIMEOUT": str(TEST_COMMAND_TIMEOUT),
-    }
+    """The environment that makes a child process read these settings, with the test limits."""
+    return settings.model_copy(
+        update={
+            "admin_token": SecretStr(ADMIN_TOKEN),
+            "api_writes_per_minute": TEST_WRITES_PER_MINUTE,
+            "api_write_burst": TEST_WRITE_BURST,
+            "postgres_command_timeout": TEST_COMMAND_TIMEOUT,
+        }
+    ).as_env()
 
 
 @pytest.fixture(scope="session")
