@@ -106,8 +106,18 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow.bench import run_bench
+
+    if args.rows < args.accounts:
+        sys.exit("bulkflow bench: --rows must be at least --accounts (one file per account)")
 
     asyncio.run(
         run_bench(
@@ -186,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     letters.set_defaults(handler=_dead_letters)
 
     bench = commands.add_parser("bench", help="the pipeline against the Postgres ceiling")
-    bench.add_argument("--rows", type=int, default=1_000_000)
-    bench.add_argument("--accounts", type=int, default=1, help="one CSV action per account")
-    bench.add_argument("--agents", type=int, default=1, help="agent replicas (processes)")
+    bench.add_argument("--rows", type=_positive, default=1_000_000)
+    bench.add_argument("--accounts", type=_positive, default=1, help="one CSV action per account")
+    bench.add_argument("--agents", type=_positive, default=1, help="agent replicas (processes)")
     bench.add_argument(
         "--kill-agent",
         action="store_true",

@@ -61,3 +61,19 @@ def test_two_replicas_survive_one_killed_and_one_started_mid_action(
     assert (pipeline["replicas_killed"], pipeline["replicas_started"]) == (1, 1)
     assert 0 < pipeline["killed_at_fraction"] < 1
     assert len(pipeline["peak_memory_mb"]) == 4  # api+sink, two replicas, the new one
+
+
+def test_impossible_sizes_are_refused_before_anything_runs() -> None:
+    for args, message in (
+        (["--rows", "0"], "must be at least 1"),
+        (["--rows", "2", "--accounts", "3"], "--rows must be at least --accounts"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "bulkflow.cli", "bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0
+        assert message in done.stderr
