@@ -3,6 +3,9 @@
 -- (a CSV's total is known only when its upload ends: see bulk_actions_seal).
 -- started_at is the first batch's transaction start (now()), finished_at the
 -- wall clock at the end of the last one, so even a one-batch action has a duration.
+-- The clock is read once per batch: actions completed by the same batch share
+-- one finished_at, so finished_at orders actions the way their rows were applied.
+WITH batch AS MATERIALIZED (SELECT clock_timestamp() AS ended)
 UPDATE bulk_actions a
 SET processed_rows = a.processed_rows + p.processed,
     succeeded      = a.succeeded + p.succeeded,
@@ -17,9 +20,10 @@ SET processed_rows = a.processed_rows + p.processed,
                      END,
     finished_at    = CASE
                          WHEN a.processed_rows + p.processed >= a.total_rows
-                          AND a.finished_at IS NULL THEN clock_timestamp()
+                          AND a.finished_at IS NULL THEN batch.ended
                          ELSE a.finished_at
                      END
 FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::int[])
-     AS p (action_id, processed, succeeded, failed, skipped)
+     AS p (action_id, processed, succeeded, failed, skipped),
+     batch
 WHERE a.id = p.action_id
