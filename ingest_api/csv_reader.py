@@ -26,6 +26,7 @@ from typing import Self
 import janus
 
 from bulkflow import constants
+from schemas.bulk_action import column_key
 from schemas.messages import JsonRow, RowProblem
 
 _QUEUE_BLOCKS = 16  # request body blocks (~64 KiB each) waiting for the parser
@@ -239,9 +240,11 @@ class CsvReader:
             return CsvRejected("too_many_columns", f"more than {constants.MAX_CSV_COLUMNS} columns")
         if any(not name for name in header):
             return CsvRejected("invalid_header", "a header column is empty")
-        lowered = [name.lower() for name in header]
-        if len(set(lowered)) != len(lowered):
-            return CsvRejected("invalid_header", "header column names repeat")
+        keys = [column_key(name) for name in header]
+        if len(set(keys)) != len(keys):
+            return CsvRejected(
+                "invalid_header", "header column names repeat (case, spaces, - and _ aside)"
+            )
         return header
 
 

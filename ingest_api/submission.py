@@ -14,7 +14,7 @@ from bulkflow.producer import ChunkProducer, ChunkSink
 from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
 from ingest_api.errors import InvalidCsv, Unavailable, ValidationFailed
-from schemas.bulk_action import ActionOptions
+from schemas.bulk_action import ActionOptions, column_key
 from schemas.entity import ENTITIES
 from schemas.messages import Chunk, JsonRow
 
@@ -158,7 +158,7 @@ class Submitter:
 def _check_header(entity: str, options: ActionOptions, header: list[str]) -> None:
     match_on = options.match_on or ENTITIES[entity].identifier
     mapping = options.normalised_mapping()
-    fields = {mapping.get(name.lower(), name.lower()) for name in header}
+    fields = {mapping.get(key, key) for key in map(column_key, header)}
     if match_on not in fields:
         raise InvalidCsv(
             "missing_identifier_column",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -17,12 +18,24 @@ Status = Literal[
 ]
 
 
+_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def column_key(name: str) -> str:
+    """What a column name is compared by: case, spaces, ``-`` and ``_`` aside.
+
+    So the headers people write name the fields: "First Name", "first-name"
+    and "FIRST_NAME" are all ``first_name``.
+    """
+    return _SEPARATORS.sub("_", name.strip().lower())
+
+
 class ActionOptions(BaseModel):
     """How rows are read and applied; stored with the action, carried by every chunk."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Source column -> entity field.
+    #: Source column -> entity field (both compared by :func:`column_key`).
     mapping: dict[str, str] = Field(default_factory=dict)
     #: An empty value (or an absent JSON key) leaves the stored value unchanged.
     ignore_empty: bool = True
@@ -35,8 +48,8 @@ class ActionOptions(BaseModel):
     match_on: str | None = None
 
     def normalised_mapping(self) -> dict[str, str]:
-        """Source columns compare case-insensitively after trimming, as headers do."""
-        return {k.strip().lower(): v.strip().lower() for k, v in self.mapping.items()}
+        """The mapping by :func:`column_key`, as headers are compared."""
+        return {column_key(k): column_key(v) for k, v in self.mapping.items()}
 
 
 class BulkActionRequest(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.bulk_action import ActionOptions
+from schemas.bulk_action import ActionOptions, column_key
 from schemas.company import CompanyRow
 from schemas.contact import ContactRow
 from schemas.messages import JsonRow, RowProblem
@@ -114,7 +114,7 @@ class ModelRowReader:
         self._values = operator.itemgetter(*entity.fields)
 
     def _route(self, column: str) -> _Route:
-        source = column.strip().lower()
+        source = column_key(column)
         if source in DOWNLOAD_COLUMNS:
             return None
         name = self._mapping.get(source, source)

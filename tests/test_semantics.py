@@ -85,6 +85,29 @@ async def test_legacy_encoding(api: httpx.AsyncClient, tenant: Tenant, pool: asy
     assert name == "Zoë"
 
 
+async def test_headers_name_fields_as_people_write_them(
+    api: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    body = b"E-Mail Address,First Name,LEAD-SCORE,Favorite Color\nada@example.com,Ada,7,teal\n"
+    action = await upload_csv(api, tenant, body, mapping='{"e mail address": "Email"}')
+    assert (await finished(api, tenant, action))["counts"]["succeeded"] == 1
+    stored = await pool.fetchrow(
+        "SELECT first_name, lead_score, custom_fields FROM contacts WHERE account_id = $1",
+        tenant.id,
+    )
+    assert (stored["first_name"], stored["lead_score"]) == ("Ada", 7)
+    assert stored["custom_fields"] == {"Favorite Color": "teal"}
+
+    refused = await api.post(
+        "/v1/bulk-actions",
+        params={"entity": "contact", "action": "upsert"},
+        content=b"email,First Name,first_name\nbo@example.com,Bo,Bo\n",
+        headers={**tenant.headers, "content-type": "text/csv"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "invalid_header"
+
+
 async def test_duplicates_across_chunks(api: httpx.AsyncClient, tenant: Tenant) -> None:
     lines = ["email"] + [f"p{i}@example.com" for i in range(1, 700)] + ["P1@EXAMPLE.COM"]
     action = await upload_csv(api, tenant, "\n".join(lines).encode())

@@ -75,6 +75,7 @@ async def test_broken_rows_fail_alone() -> None:
         (b"\n\n", "empty_file"),
         (b"email,,name\n", "invalid_header"),
         (b"email,Email\n", "invalid_header"),
+        (b"email,First Name,first_name\n", "invalid_header"),
         (b"em\xffail\n", "invalid_encoding"),
     ],
 )
