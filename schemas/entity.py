@@ -10,8 +10,7 @@ so adding an entity is a model, a table migration and an ``*_apply.sql`` file
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,9 +25,12 @@ MATCH_EXTERNAL_ID = "external_id"  # ... and by the caller's id for it
 DOWNLOAD_COLUMNS = frozenset({"row_no", "error"})
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A valid row, ready to stage: how it is matched and what it writes."""
+class Prepared(NamedTuple):
+    """A valid row, ready to stage: how it is matched and what it writes.
+
+    A named tuple: made once per row, and three times cheaper to make than a
+    frozen dataclass.
+    """
 
     key: str  # normalised match value: equal keys are the same entity
     display_key: str  # the match value as given
@@ -54,7 +56,7 @@ class Entity(Protocol):
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
-    apply_query: str  # sql/queries/<name>.sql; parameters as in stream_agents.batch
+    apply_query: str  # sql/queries/<name>.sql; its header names the parameters
     insert_query: str  # its fast path for rows that create: inserts what no index refuses
 
     def reader(self, options: ActionOptions, action: str) -> RowReader:
@@ -111,6 +113,7 @@ class ModelRowReader:
         # that cost as much as the validation (5.8 us -> 3.1 us per row).
         self._validate = entity.model.__pydantic_validator__.validate_python
         self._bits = {f: 1 << i for i, f in enumerate(entity.fields)}
+        self._masks: dict[tuple[str, ...], int] = {}
         self._values = operator.itemgetter(*entity.fields)
 
     def _route(self, column: str) -> _Route:
@@ -161,9 +164,8 @@ class ModelRowReader:
             model = self._validate(fields)
         except ValidationError as exc:
             return _problem(exc)
-        given = model.model_fields_set
         values = model.__dict__
-        if entity.identifier in given and values[entity.identifier] is None:
+        if entity.identifier in fields and values[entity.identifier] is None:
             return RowProblem(
                 f"invalid_{entity.identifier}", f"{entity.identifier}: cannot be cleared"
             )
@@ -172,16 +174,21 @@ class ModelRowReader:
             return RowProblem(
                 f"missing_{match_on}", f"{match_on}: required to match the {entity.name}"
             )
-        mask, bits = 0, self._bits
-        for name in given:
-            mask |= bits.get(name, 0)
         return Prepared(
             key=str(value).lower() if match_on == entity.identifier else str(value),
             display_key=_display(fields.get(match_on, value)),
             match_id=value if match_on == MATCH_ID else None,
             values=self._values(values),
-            mask=mask,
+            mask=self._mask(fields),
         )
+
+    def _mask(self, fields: dict[str, Any]) -> int:
+        """The written fields' bits; rows of a chunk mostly give the same fields."""
+        names = tuple(fields)
+        mask = self._masks.get(names)
+        if mask is None:
+            mask = self._masks[names] = sum(self._bits.get(name, 0) for name in set(names))
+        return mask
 
 
 def _display(value: Any) -> str:

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import NamedTuple
 
 import asyncpg
 
@@ -55,10 +55,9 @@ class ChunkResult:
         self.problems[index] = problem
 
 
-@dataclass(frozen=True, slots=True)
-class _Staged:
+class _Staged(NamedTuple):  # one per row: a named tuple is the cheapest to make
     chunk: ChunkKey
-    index: int
+    index_in_chunk: int
     account_id: str
     action_id: str
     row_no: int
@@ -254,7 +253,7 @@ class BatchProcessor:
             reason = _snake(type(exc).__name__.removesuffix("Error"))
             detail = getattr(exc, "detail", None)
             message = f"{exc}" + (f" ({detail})" if detail else "")
-            results[row.chunk].fail(row.index, RowProblem(reason, message[:500]))
+            results[row.chunk].fail(row.index_in_chunk, RowProblem(reason, message[:500]))
 
     def _prepare(
         self, chunk: Chunk, result: ChunkResult, staged: dict[tuple[str, str], list[_Staged]]
@@ -300,18 +299,21 @@ class BatchProcessor:
             rows = await self._insert_new(conn, entity, rows, results)
             if not rows:
                 return
-        columns: list[Any] = [
-            list(range(len(rows))),
-            [s.account_id for s in rows],
-            [s.action_id for s in rows],
-            [s.row_no for s in rows],
-            [s.op for s in rows],
-            rows[0].match_on,
-            [s.row.match_id for s in rows],
-            [s.row.mask for s in rows],
+        staged_rows = [
+            (
+                seq,
+                s.account_id,
+                s.action_id,
+                s.row_no,
+                s.op,
+                s.row.match_id,
+                s.row.mask,
+                *s.row.values,
+            )
+            for seq, s in enumerate(rows)
         ]
-        columns += _field_columns(rows)
-        for record in await conn.fetch(sql.postgres(entity.apply_query), *columns):
+        query = sql.postgres(entity.apply_query)
+        for record in await conn.fetch(query, staged_rows, rows[0].match_on):
             staged = rows[record["seq"]]
             code, reason = record["code"], record["reason"]
             if code == "r":
@@ -319,10 +321,10 @@ class BatchProcessor:
                     f"{entity.name} {staged.row.display_key} written concurrently"
                 )
             result = results[staged.chunk]
-            result.codes[staged.index] = code
+            result.codes[staged.index_in_chunk] = code
             if reason:
                 related = record["related_row"]
-                result.problems[staged.index] = RowProblem(
+                result.problems[staged.index_in_chunk] = RowProblem(
                     reason, _message(entity, reason, related), related
                 )
 
@@ -335,19 +337,14 @@ class BatchProcessor:
     ) -> list[_Staged]:
         """Insert the rows that create what no unique index refuses; return the others."""
         creating = [s for s in rows if s.op in _CREATING]
-        columns: list[Any] = [
-            [s.account_id for s in creating],
-            [s.action_id for s in creating],
-            [s.row_no for s in creating],
-        ]
-        columns += _field_columns(creating)
-        records = await conn.fetch(sql.postgres(entity.insert_query), *columns)
-        inserted = {(str(r["action_id"]), r["row_no"]) for r in records}
+        new_rows = [(s.account_id, s.action_id, s.row_no, *s.row.values) for s in creating]
+        record = await conn.fetchrow(sql.postgres(entity.insert_query), new_rows)
+        inserted = set(zip(record["action_ids"], record["row_nos"], strict=True))
         self._inserts.record(creating, len(inserted))
         rest = []
         for staged in rows:
             if (staged.action_id, staged.row_no) in inserted:
-                results[staged.chunk].codes[staged.index] = "c"
+                results[staged.chunk].codes[staged.index_in_chunk] = "c"
             else:
                 rest.append(staged)
         return rest
@@ -437,11 +434,6 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _field_columns(rows: list[_Staged]) -> list[list[Any]]:
-    """The rows' field values, one list per field (the statement's arrays)."""
-    return [list(column) for column in zip(*(s.row.values for s in rows), strict=True)]
-
-
 def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:
     """The chunks in order, a chunk delivered twice in one batch kept once."""
     return list({chunk.key: chunk for chunk in chunks}.values())
@@ -464,7 +456,7 @@ def _rounds(
         if in_action in first_row:
             related = first_row[in_action]
             results[staged.chunk].fail(
-                staged.index,
+                staged.index_in_chunk,
                 RowProblem("duplicate", _message(entity, "duplicate", related), related),
                 code="s",
             )
