@@ -13,6 +13,7 @@ generator knows is a failure, not a number.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -32,7 +33,7 @@ from bulkflow import baselines, sql
 from bulkflow.accounts import create_account, set_rows_per_minute
 from bulkflow.database import connect_pool
 from bulkflow.demo import bearer, upload_csv
-from bulkflow.fleet import Fleet, free_port
+from bulkflow.fleet import Fleet, free_port, machine_busy_seconds
 from bulkflow.migrations import migrate_postgres
 from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
@@ -63,6 +64,19 @@ class PipelineResult:
     #: Share of the rows processed when a replica was killed (--kill-agent).
     killed_at_fraction: float | None
     peak_memory_mb: dict[str, dict[str, float]]
+    cpu: CpuUse
+
+
+@dataclass
+class CpuUse:
+    """Where the machine's CPU went while the pipeline ran: is it the limit?"""
+
+    cores: int
+    #: Average over the run, every process on the machine.
+    busy_cores: float
+    #: Per bulkflow process, the rest of the machine (Postgres, Kafka, Redis,
+    #: this command) and all of it.
+    us_per_row: dict[str, float]
 
 
 @dataclass
@@ -137,7 +151,10 @@ async def run_bench(
         print(f"naive (executemany, 1,000 rows/tx): {naive:,.0f} rows/s")
         await baselines.reset(bench)
         pipeline, small = await _pipeline(bench, workload, work, agents, kill_agent, latency)
-        print(f"pipeline: {pipeline.rows_per_second:,.0f} rows/s")
+        print(
+            f"pipeline: {pipeline.rows_per_second:,.0f} rows/s, the machine busy "
+            f"{pipeline.cpu.busy_cores} of {pipeline.cpu.cores} cores"
+        )
         report = BenchReport(
             rows=workload.rows,
             accounts=accounts,
@@ -235,6 +252,7 @@ async def _pipeline(
             replicas_started=len(fleet.agents()) - agents + len(fleet.retired),
             killed_at_fraction=chaos.fraction if chaos else None,
             peak_memory_mb=fleet.peak_memory(),
+            cpu=marks["cpu"],
         ),
         small,
     )
@@ -266,6 +284,7 @@ async def _run(
 ) -> dict[str, Any]:
     """Upload every file at once and watch the actions while the uploads stream."""
     started = time.monotonic()
+    cpu_before, busy_before = fleet.cpu_seconds(), machine_busy_seconds()
     marks: dict[str, Any] = {}
 
     async def upload() -> None:
@@ -298,10 +317,28 @@ async def _run(
                 if await _recorded(client, ids) >= workload.rows:
                     marks.setdefault("first", now)
                     await uploading
-                    return {**marks, "ids": [i for i, _ in ids], "done": now}
+                    cpu = _cpu_use(fleet, cpu_before, busy_before, now, workload.rows)
+                    return {**marks, "ids": [i for i, _ in ids], "done": now, "cpu": cpu}
             await asyncio.sleep(POLL)
     finally:
         uploading.cancel()
+
+
+def _cpu_use(
+    fleet: Fleet, before: dict[str, float], busy_before: float, seconds: float, rows: int
+) -> CpuUse:
+    spent = {
+        name: cpu - before.get(name, 0.0)  # a replica started mid-run: since its start
+        for name, cpu in fleet.cpu_seconds().items()
+    }
+    busy = machine_busy_seconds() - busy_before
+    spent["rest of the machine"] = max(busy - sum(spent.values()), 0.0)
+    spent["all"] = busy
+    return CpuUse(
+        cores=os.cpu_count() or 1,
+        busy_cores=round(busy / seconds, 2),
+        us_per_row={name: round(cpu / rows * 1e6, 1) for name, cpu in spent.items()},
+    )
 
 
 async def _action_of(

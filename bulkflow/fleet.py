@@ -1,8 +1,8 @@
 """bulkflow as separate processes, as deployed: one API (with the sink) and agent replicas.
 
 The benchmark and the replica tests run the real ``bulkflow serve`` commands
-with their own settings, watch their memory, and kill or add agent replicas
-while an action runs.
+with their own settings, watch their memory and CPU time, and kill or add
+agent replicas while an action runs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bulkflow.settings import Settings
 
 START_TIMEOUT = 120.0  # seconds for every process to answer
 _SAMPLE_EVERY = 0.2  # seconds between memory samples
+_TICKS = os.sysconf("SC_CLK_TCK")  # /proc CPU times are in these
 
 
 class FleetFailed(RuntimeError):
@@ -48,12 +49,14 @@ class Member:
     log: Path
     peak_rss_mb: float = 0.0
     peak_private_mb: float = 0.0  # anonymous memory: excludes mapped code (chdb's engine)
+    cpu_seconds: float = 0.0  # user + system, since the process started (last seen)
 
     def sample(self) -> None:
         status = _status(self.process.pid)
         if status:
             self.peak_rss_mb = max(self.peak_rss_mb, status.get("VmHWM", 0) / 1024)
             self.peak_private_mb = max(self.peak_private_mb, status.get("RssAnon", 0) / 1024)
+        self.cpu_seconds = _process_cpu_seconds(self.process.pid) or self.cpu_seconds
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -70,6 +73,22 @@ def _status(pid: int) -> dict[str, int]:
         if rest.strip().endswith("kB"):
             values[name] = int(rest.split()[0])
     return values
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (all processes)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / _TICKS  # steal: other machines' work
 
 
 @dataclass
@@ -140,6 +159,12 @@ class Fleet:
         for member in self.members:
             if member.process.poll() is not None:
                 raise FleetFailed(f"{member.name} exited:\n{member.tail()}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """Each process's CPU time so far (a killed one's as last seen)."""
+        for member in self.members:
+            member.sample()
+        return {m.name: m.cpu_seconds for m in [*self.retired, *self.members]}
 
     def peak_memory(self) -> dict[str, dict[str, float]]:
         return {

@@ -49,6 +49,13 @@ def test_a_small_bench_run_reports_verified_numbers(
     memory = report["pipeline"]["peak_memory_mb"]
     assert sorted(name.split("#")[0] for name in memory) == ["agents", "api+sink"]
     assert all(m["rss_mb"] > 0 for m in memory.values())
+    cpu = report["pipeline"]["cpu"]
+    assert 0 < cpu["busy_cores"] <= cpu["cores"]
+    per_row = cpu["us_per_row"]
+    assert set(per_row) == {*memory, "rest of the machine", "all"}
+    processes = [per_row[name] for name in memory]
+    assert all(us > 0 for us in processes)  # every process did work for the rows
+    assert per_row["all"] >= sum(processes) * 0.95  # the machine saw at least their work
 
 
 def test_two_replicas_survive_one_killed_and_one_started_mid_action(
