@@ -24,7 +24,7 @@ import httpx
 from bulkflow.settings import Settings
 
 START_TIMEOUT = 120.0  # seconds for every process to answer
-_SAMPLE_EVERY = 0.2  # seconds between memory samples
+_SAMPLE_EVERY = 0.2  # seconds between memory and CPU samples
 _TICKS = os.sysconf("SC_CLK_TCK")  # /proc CPU times are in these
 
 
