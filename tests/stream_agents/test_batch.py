@@ -309,3 +309,23 @@ async def test_an_action_of_existing_rows_is_decided_in_full(
     )
 
     assert (first.codes, second.codes) == ("nnnn", "ssss")
+
+
+async def test_a_value_postgres_cannot_store_fails_only_its_row(pool: asyncpg.Pool) -> None:
+    """A NUL character passes validation but no text or jsonb column takes it."""
+    acct = account()
+    action_id = await new_action(pool, acct, 3)
+    rows = [
+        {"email": "a@example.com", "first_name": "A"},
+        {"email": "b@example.com", "first_name": "B\u0000"},
+        {"email": "c@example.com", "custom_fields": {"note": "c\u0000"}},
+    ]
+    [out] = await BatchProcessor(pool).process([chunk(action_id, acct, 0, 1, rows)])
+    assert out.codes == "cff"
+    assert {i: p.reason for i, p in out.problems.items()} == {
+        1: "untranslatable_character",
+        2: "untranslatable_character",
+    }
+    stored = await pool.fetch("SELECT email FROM contacts WHERE account_id = $1", acct)
+    assert [r["email"] for r in stored] == ["a@example.com"]
+    assert (await counts(pool, action_id))["failed"] == 2
