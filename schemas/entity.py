@@ -28,8 +28,8 @@ DOWNLOAD_COLUMNS = frozenset({"row_no", "error"})
 class Prepared(NamedTuple):
     """A valid row, ready to stage: how it is matched and what it writes.
 
-    A named tuple: made once per row, and three times cheaper to make than a
-    frozen dataclass.
+    A named tuple: made once per row, immutable, and made in half the time
+    of a frozen dataclass (0.7 against 1.4 us with keywords).
     """
 
     key: str  # normalised match value: equal keys are the same entity

@@ -55,7 +55,7 @@ class ChunkResult:
         self.problems[index] = problem
 
 
-class _Staged(NamedTuple):  # one per row: a named tuple is the cheapest to make
+class _Staged(NamedTuple):  # one per row: immutable and cheap to make, like Prepared
     chunk: ChunkKey
     index_in_chunk: int
     account_id: str
