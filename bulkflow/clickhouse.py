@@ -8,7 +8,7 @@ and the engine is never entered from two threads at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -56,14 +56,9 @@ class ClickHouse:
             applied.append(f"clickhouse: ensured {path.name}")
         return applied
 
-    async def insert(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
-        await self._run(
-            self._client.insert,
-            table,
-            list(columns.values()),
-            column_names=list(columns),
-            column_oriented=True,
-        )
+    async def insert_json(self, table: str, lines: bytes) -> None:
+        """Insert JSONEachRow data: ClickHouse parses it, no Python per row."""
+        await self._run(self._client.raw_insert, table, insert_block=lines, fmt="JSONEachRow")
 
     async def rows(self, query: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of a named query from ``clickhouse/queries``."""

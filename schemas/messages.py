@@ -101,7 +101,12 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeBatch:
-    """The outcomes of every row of one chunk, column-oriented."""
+    """The outcomes of every row of one chunk, column-oriented.
+
+    Its bytes are one JSONEachRow line of ClickHouse's ``outcome_batches``
+    (``clickhouse/002_outcome_batches.sql``), which expands them into one
+    outcome per row: keep the two in step.
+    """
 
     action_id: str
     account_id: str
@@ -118,24 +123,32 @@ class OutcomeBatch:
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
-                "action_id": self.action_id,
                 "account_id": self.account_id,
+                "action_id": self.action_id,
                 "entity": self.entity,
                 "action": self.action,
                 "chunk_no": self.chunk_no,
                 "first_row_no": self.first_row_no,
                 "codes": self.codes,
-                "problems": {str(i): p.to_json() for i, p in self.problems.items()},
                 "keys": self.keys,
-                "rows": self.rows,
+                "problems": [
+                    [
+                        index,
+                        problem.reason,
+                        problem.message,
+                        problem.related_row,
+                        orjson.dumps(self.rows.get(index, {})).decode(),
+                    ]
+                    for index, problem in self.problems.items()
+                ],
                 "processed_at": self.processed_at,
-            },
-            option=orjson.OPT_NON_STR_KEYS,
+            }
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OutcomeBatch:
         body = orjson.loads(data)
-        body["problems"] = {int(i): RowProblem.from_json(p) for i, p in body["problems"].items()}
-        body["rows"] = {int(i): r for i, r in body["rows"].items()}
+        problems = body.pop("problems")
+        body["problems"] = {p[0]: RowProblem.from_json(p[1:4]) for p in problems}
+        body["rows"] = {p[0]: orjson.loads(p[4]) for p in problems}
         return cls(**body)
