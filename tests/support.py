@@ -42,6 +42,15 @@ async def new_tenant(pool: asyncpg.Pool) -> Tenant:
     return Tenant(account.id, account.api_key)
 
 
+async def eventually(probe: Any, what: str) -> Any:
+    """Poll ``probe()`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + PATIENCE
+    while not (value := await probe()):
+        assert time.monotonic() < deadline, f"never saw {what}"
+        await asyncio.sleep(0.2)
+    return value
+
+
 async def wait_for_status(
     api: httpx.AsyncClient, action_id: str, tenant: Tenant, *statuses: str
 ) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import asyncpg
@@ -15,7 +14,13 @@ from bulkflow.database import connect_pool
 from bulkflow.local_services import Supervisor
 from bulkflow.settings import Settings
 from tests.conftest import ADMIN_TOKEN
-from tests.support import PATIENCE, Tenant, submit_json, wait_for_stats, wait_for_status
+from tests.support import (
+    Tenant,
+    eventually,
+    submit_json,
+    wait_for_stats,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -28,14 +33,6 @@ WAITING_APPLY = """
 
 def rows(n: int) -> list[dict[str, Any]]:
     return [{"email": f"f{i}@example.com", "first_name": "F"} for i in range(n)]
-
-
-async def eventually(probe: Any, what: str) -> Any:
-    deadline = time.monotonic() + PATIENCE
-    while not (value := await probe()):
-        assert time.monotonic() < deadline, f"never saw {what}"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def contacts(pool: asyncpg.Pool, tenant: Tenant) -> int:
