@@ -129,7 +129,7 @@ class ModelRowReader:
         """Apply the mapping, empty-value rules and custom-field routing."""
         fields: dict[str, Any] = {}
         custom: dict[str, Any] = {}
-        routes = self._routes
+        routes, ignore_empty, clear_token = self._routes, self._ignore_empty, self._clear_token
         for column, value in row.items():
             route = (
                 routes[column]
@@ -139,9 +139,9 @@ class ModelRowReader:
             if route is None:
                 continue
             if type(value) is str:
-                if value == "" and self._ignore_empty:
+                if value == "" and ignore_empty:
                     continue
-                if value == self._clear_token:
+                if value == clear_token:
                     value = None
             name, is_custom = route
             if is_custom:
@@ -174,13 +174,11 @@ class ModelRowReader:
             return RowProblem(
                 f"missing_{match_on}", f"{match_on}: required to match the {entity.name}"
             )
-        return Prepared(
-            key=str(value).lower() if match_on == entity.identifier else str(value),
-            display_key=_display(fields.get(match_on, value)),
-            match_id=value if match_on == MATCH_ID else None,
-            values=self._values(values),
-            mask=self._mask(fields),
-        )
+        key = str(value).lower() if match_on == entity.identifier else str(value)
+        display_key = _display(fields.get(match_on, value))
+        match_id = value if match_on == MATCH_ID else None
+        # Positional: keywords cost a named tuple as much again, once per row.
+        return Prepared(key, display_key, match_id, self._values(values), self._mask(fields))
 
     def _mask(self, fields: dict[str, Any]) -> int:
         """The written fields' bits; rows of a chunk mostly give the same fields."""

@@ -268,24 +268,20 @@ class BatchProcessor:
         match_on = options.match_on or entity.identifier
         reader = entity.reader(options, chunk.action)
         keys = result.keys = [""] * len(chunk.rows)
+        # Per-chunk values out of the loop: it runs once per row.
+        stage = staged[entity.name, match_on].append
+        broken, prepare = chunk.broken, reader.prepare
+        key, account_id, action_id, op = chunk.key, chunk.account_id, chunk.action_id, chunk.action
+        row_no = chunk.first_row_no
         for index, row in enumerate(chunk.rows):
-            prepared = chunk.broken.get(index) or reader.prepare(row)
+            prepared = (broken.get(index) if broken else None) or prepare(row)
             if isinstance(prepared, RowProblem):
                 result.fail(index, prepared)
                 keys[index] = reader.display_key(row)
                 continue
             keys[index] = prepared.display_key
-            staged[entity.name, match_on].append(
-                _Staged(
-                    chunk.key,
-                    index,
-                    chunk.account_id,
-                    chunk.action_id,
-                    chunk.first_row_no + index,
-                    chunk.action,
-                    match_on,
-                    prepared,
-                )
+            stage(
+                _Staged(key, index, account_id, action_id, row_no + index, op, match_on, prepared)
             )
 
     async def _apply_round(
