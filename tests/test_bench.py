@@ -43,6 +43,9 @@ def test_a_small_bench_run_reports_verified_numbers(
     assert sum(report["expected"].values()) == ROWS
     assert report["pipeline"]["rows"] == ROWS
     assert set(report["ratios"]) == {"pipeline/ceiling", "pipeline/naive"}
+    runs = report["ceiling_runs"]  # before and after the pipeline; the ratio uses the mean
+    assert len(runs) == 2
+    assert min(runs) <= report["ceiling_rows_per_second"] <= max(runs)
     assert all(value > 0 for value in report["ratios"].values())
     assert report["latency"]["actions"] == 20
     assert report["latency"]["p50_seconds"] <= report["latency"]["p95_seconds"]
