@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bulkflow.background import background
 from bulkflow.settings import Settings
 
 START_TIMEOUT = 120.0  # seconds for every process to answer
@@ -103,17 +104,14 @@ class Fleet:
     @asynccontextmanager
     async def running(cls, settings: Settings, logs: Path, *, agents: int) -> AsyncIterator[Fleet]:
         fleet = cls(settings, logs)
-        sampler = None
         try:
             fleet.spawn("api+sink", ["api", "sink"])
             for _ in range(agents):
                 fleet.spawn("agents", ["agents"])
             await fleet.until_ready()
-            sampler = asyncio.create_task(fleet._sample_forever())
-            yield fleet
+            async with background(fleet._sample_forever(), name="fleet-sampler"):
+                yield fleet
         finally:
-            if sampler is not None:
-                sampler.cancel()
             await asyncio.to_thread(fleet._stop_all)
 
     def spawn(self, role_name: str, roles: list[str]) -> Member:

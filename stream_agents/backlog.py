@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from bulkflow import sql
+from bulkflow.background import background
 from bulkflow.rate_limit import Rate
 from schemas.messages import Chunk
 from stream_agents.applier import Applier
@@ -35,15 +35,8 @@ class BacklogDrainer:
         self._throttle = throttle
         self._applier = applier
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._run(), name="backlog-drainer")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return background(self._run(), name="backlog-drainer")
 
     async def _run(self) -> None:
         while True:

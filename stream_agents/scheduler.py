@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
 from bulkflow import sql
+from bulkflow.background import background
 from bulkflow.producer import ChunkProducer
 from schemas.messages import Chunk
 
@@ -31,15 +31,8 @@ class Scheduler:
         self._pool = pool
         self._producer = producer
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._run(), name="scheduler")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return background(self._run(), name="scheduler")
 
     async def _run(self) -> None:
         while True:
