@@ -26,7 +26,7 @@ SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
 # Python's cyclic garbage collector, in every bulkflow process: allocations of
 # container objects between young-generation collections (CPython's default
 # is 700). A batch of rows makes hundreds of thousands of short-lived dicts
-# and tuples; at 700 the collector ran ~10 times per chunk and took 6 of the
+# and tuples; at 700 the collector ran ~5 times per chunk and took 6 of the
 # agent's ~30 us of CPU per row; at 50,000 it takes under 0.5.
 GC_YOUNG_THRESHOLD: Final = 50_000
 
