@@ -206,6 +206,7 @@ async def _bench_settings(settings: Settings, work: Path) -> Settings:
             "api_reads_per_minute": UNLIMITED,
             "api_read_burst": 100_000,
             "api_port": free_port(),
+            "embedded_clickhouse_port": free_port(),
             "state_dir": work / "state",
         }
     )

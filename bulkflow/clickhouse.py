@@ -8,21 +8,46 @@ and the engine is never entered from two threads at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from bulkflow import sql
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+_RECONNECT_EVERY = 0.5  # seconds
 
 
 def _connect(dsn: str) -> Any:
     if dsn.startswith("chdb://"):
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     return clickhouse_connect.get_client(dsn=dsn)
+
+
+async def _connected(
+    loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, dsn: str, wait: float
+) -> Any:
+    deadline = loop.time() + wait
+    while True:
+        try:
+            return await loop.run_in_executor(executor, _connect, dsn)
+        except OperationalError:
+            if loop.time() >= deadline:
+                raise
+            log.info("ClickHouse at %s is not answering yet; retrying", _host(dsn))
+            await asyncio.sleep(_RECONNECT_EVERY)
+
+
+def _host(dsn: str) -> str:
+    """The DSN without credentials, for logs."""
+    return dsn.rpartition("@")[2] if "://" in dsn else dsn
 
 
 class ClickHouse:
@@ -32,11 +57,12 @@ class ClickHouse:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, dsn: str) -> AsyncIterator[ClickHouse]:
+    async def open(cls, dsn: str, *, wait: float = 0.0) -> AsyncIterator[ClickHouse]:
+        """Connect; to a server that may still be starting, retry for ``wait`` seconds."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         loop = asyncio.get_running_loop()
         try:
-            client = await loop.run_in_executor(executor, _connect, dsn)
+            client = await _connected(loop, executor, dsn, wait)
             try:
                 yield cls(client, executor)
             finally:
@@ -44,9 +70,12 @@ class ClickHouse:
         finally:
             executor.shutdown(wait=True)
 
+    async def on_engine_thread(self, fn: Callable[[], T]) -> T:
+        """Run blocking work on the one thread every call of this client uses."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await self.on_engine_thread(lambda: fn(*args, **kwargs))
 
     async def apply_migrations(self) -> list[str]:
         applied = []

@@ -1,4 +1,4 @@
-"""bulkflow as separate processes, as deployed: one API (with the sink) and agent replicas.
+"""bulkflow as separate processes, as deployed: the API, the sink and agent replicas.
 
 The benchmark and the replica tests run the real ``bulkflow serve`` commands
 with their own settings, watch their memory and CPU time, and kill or add
@@ -105,7 +105,8 @@ class Fleet:
     async def running(cls, settings: Settings, logs: Path, *, agents: int) -> AsyncIterator[Fleet]:
         fleet = cls(settings, logs)
         try:
-            fleet.spawn("api+sink", ["api", "sink"])
+            fleet.spawn("api", ["api"])
+            fleet.spawn("sink", ["sink"])
             for _ in range(agents):
                 fleet.spawn("agents", ["agents"])
             await fleet.until_ready()

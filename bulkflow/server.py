@@ -16,9 +16,11 @@ from contextlib import AsyncExitStack
 import uvicorn
 from faust.contrib.asgi import faust_app_running
 from redis.asyncio import Redis
+from starlette.types import ASGIApp
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
+from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.database import connect_pool
 from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.kafka import open_producer
@@ -47,29 +49,16 @@ from stream_agents.throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-class ConfigurationError(RuntimeError):
-    pass
-
-
-def check_roles(settings: Settings, roles: Collection[Role]) -> None:
-    needs_clickhouse = {"api", "sink"} & set(roles)
-    if settings.embedded_clickhouse and needs_clickhouse and needs_clickhouse != {"api", "sink"}:
-        raise ConfigurationError(
-            "the embedded ClickHouse (chdb) opens in one process only, so the api and sink "
-            "roles must run together; set BULKFLOW_CLICKHOUSE_URL to a ClickHouse server "
-            "to run them apart"
-        )
+#: Seconds an API process waits for the sink's process to serve the embedded engine.
+FRONT_WAIT = 120.0
 
 
 async def serve(settings: Settings, roles: Collection[Role]) -> None:
-    check_roles(settings, roles)
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's data folder lives here
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(connect_pool(settings))
         await ensure_topics(settings)
-        clickhouse = None
-        if {"api", "sink"} & set(roles):
-            clickhouse = await stack.enter_async_context(ClickHouse.open(settings.clickhouse_dsn))
+        clickhouse = await _open_clickhouse(stack, settings, roles)
         if "sink" in roles:
             assert clickhouse is not None
             await clickhouse.apply_migrations()
@@ -121,17 +110,45 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 ),
                 Admin(pool, admin_token),
             )
-            config = uvicorn.Config(
-                api,
-                host=settings.api_host,
-                port=settings.api_port,
-                lifespan="off",
-                log_level=settings.log_level.lower(),
-                access_log=False,
+            await _serve_http(api, settings.api_host, settings.api_port, settings)
+        elif "sink" in roles and settings.embedded_clickhouse:
+            assert clickhouse is not None
+            front = await stack.enter_async_context(
+                EngineFront.open(clickhouse, settings.embedded_clickhouse_path)
             )
-            await uvicorn.Server(config).serve()  # returns on SIGINT / SIGTERM
+            port = settings.embedded_clickhouse_port
+            await _serve_http(create_front(front), "127.0.0.1", port, settings)
         else:
             await _until_signalled()
+
+
+async def _open_clickhouse(
+    stack: AsyncExitStack, settings: Settings, roles: Collection[Role]
+) -> ClickHouse | None:
+    """The sink's ClickHouse, or the API's: the embedded engine opens in one process only.
+
+    An API process without the sink reads the embedded engine through the
+    sink process's front (see ``bulkflow/clickhouse_front.py``).
+    """
+    if "sink" in roles or ("api" in roles and not settings.embedded_clickhouse):
+        return await stack.enter_async_context(ClickHouse.open(settings.clickhouse_dsn))
+    if "api" in roles:
+        front = settings.embedded_clickhouse_front
+        return await stack.enter_async_context(ClickHouse.open(front, wait=FRONT_WAIT))
+    return None
+
+
+async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    await uvicorn.Server(config).serve()
 
 
 def _tune_garbage_collector() -> None:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     #: ``chdb:///path`` runs the embedded ClickHouse engine in this process;
     #: ``http(s)://user:password@host:8123/database`` selects a ClickHouse server.
     clickhouse_url: SecretStr | None = None
+    #: With the embedded engine: where the sink's process serves it to an API
+    #: process running apart (on 127.0.0.1, read-only).
+    embedded_clickhouse_port: int = 18123
 
     #: Rows per minute an account's actions may apply unless the account has an
     #: override (`bulkflow accounts limit`, or the admin API).
@@ -69,6 +72,15 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb://")
+
+    @property
+    def embedded_clickhouse_path(self) -> str:
+        return self.clickhouse_dsn.removeprefix("chdb://")
+
+    @property
+    def embedded_clickhouse_front(self) -> str:
+        """The URL of the embedded engine's read-only HTTP front."""
+        return f"http://127.0.0.1:{self.embedded_clickhouse_port}"
 
     def as_env(self) -> dict[str, str]:
         """``BULKFLOW_*`` variables that give a child process exactly these settings."""

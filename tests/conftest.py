@@ -81,6 +81,7 @@ def settings(local_services: Settings, tmp_path_factory: pytest.TempPathFactory)
         topic_partitions=6,
         clickhouse_url=SecretStr(f"chdb://{tmp_path_factory.mktemp('clickhouse')}"),
         api_port=free_port(),
+        embedded_clickhouse_port=free_port(),
         rows_per_minute=TEST_ROWS_PER_MINUTE,
     )
 

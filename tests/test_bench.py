@@ -50,7 +50,7 @@ def test_a_small_bench_run_reports_verified_numbers(
     assert report["latency"]["actions"] == 20
     assert report["latency"]["p50_seconds"] <= report["latency"]["p95_seconds"]
     memory = report["pipeline"]["peak_memory_mb"]
-    assert sorted(name.split("#")[0] for name in memory) == ["agents", "api+sink"]
+    assert sorted(name.split("#")[0] for name in memory) == ["agents", "api", "sink"]
     assert all(m["rss_mb"] > 0 for m in memory.values())
     cpu = report["pipeline"]["cpu"]
     assert 0 < cpu["busy_cores"] <= cpu["cores"]
@@ -70,7 +70,7 @@ def test_two_replicas_survive_one_killed_and_one_started_mid_action(
     pipeline = report["pipeline"]
     assert (pipeline["replicas_killed"], pipeline["replicas_started"]) == (1, 1)
     assert 0 < pipeline["killed_at_fraction"] < 1
-    assert len(pipeline["peak_memory_mb"]) == 4  # api+sink, two replicas, the new one
+    assert len(pipeline["peak_memory_mb"]) == 5  # api, sink, two replicas, the new one
 
 
 def test_impossible_sizes_are_refused_before_anything_runs() -> None:

@@ -1,0 +1,102 @@
+"""The embedded engine's HTTP front, through the HTTP client the API uses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+import uvicorn
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from bulkflow.clickhouse import ClickHouse
+from bulkflow.clickhouse_front import EngineFront, create_front
+from bulkflow.fleet import free_port
+from stream_agents.sink import OutcomeSink
+from tests.stream_agents.test_sink import batch
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[ClickHouse, Path]]:
+    path: Path = tmp_path_factory.mktemp("front-clickhouse")
+    async with ClickHouse.open(f"chdb://{path}") as client:
+        await client.apply_migrations()
+        yield client, path
+
+
+@pytest.fixture(scope="module")
+async def front_url(engine: tuple[ClickHouse, Path]) -> AsyncIterator[str]:
+    clickhouse, path = engine
+    port = free_port()
+    async with EngineFront.open(clickhouse, str(path)) as front:
+        config = uvicorn.Config(
+            create_front(front), host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await serving
+
+
+@pytest.fixture(scope="module")
+async def remote(front_url: str) -> AsyncIterator[ClickHouse]:
+    """The API's client of the front, when it runs apart from the sink."""
+    # Opened as the server starts, like the API beside a starting sink: it waits.
+    async with ClickHouse.open(front_url, wait=30) as client:
+        yield client
+
+
+def raw_client(url: str) -> Any:
+    return clickhouse_connect.get_client(dsn=url)
+
+
+async def test_reads_through_the_front_equal_the_engine_s(
+    engine: tuple[ClickHouse, Path], remote: ClickHouse
+) -> None:
+    clickhouse, _ = engine
+    action_id = str(uuid.uuid4())
+    assert await OutcomeSink(clickhouse).write([batch(action_id, chunk_no=0).to_bytes()]) == 1
+    page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 10}
+    queries = {
+        "action_stats": {"account_id": "acme", "action_id": action_id},
+        "action_logs": {**page, "row_to": 100, "outcome": "", "reason": ""},
+        "action_problem_rows": {**page, "outcomes": ["failed", "skipped"]},
+    }
+    for query, parameters in queries.items():
+        direct = await clickhouse.rows(query, parameters)
+        assert direct, query
+        assert await remote.rows(query, parameters) == direct, query
+
+
+async def test_the_front_refuses_writes(front_url: str) -> None:
+    client = await asyncio.to_thread(raw_client, front_url)
+    create = "CREATE TABLE bulkflow.nope (a Int8) ENGINE = Memory"
+    with pytest.raises(DatabaseError, match="code: 164"):  # READONLY
+        await asyncio.to_thread(client.command, create)
+
+
+async def test_engine_errors_come_back_with_their_code(front_url: str) -> None:
+    client = await asyncio.to_thread(raw_client, front_url)
+    with pytest.raises(DatabaseError, match="code: 60"):  # UNKNOWN_TABLE
+        await asyncio.to_thread(client.query, "SELECT * FROM bulkflow.nope")
+
+
+async def test_only_the_default_database_is_served(front_url: str) -> None:
+    with pytest.raises(DatabaseError, match="code: 81"):  # UNKNOWN_DATABASE
+        await asyncio.to_thread(raw_client, f"{front_url}/bulkflow")
