@@ -139,7 +139,15 @@ async def _open_clickhouse(
 
 
 async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM, then return: the caller's resources close in order.
+
+    uvicorn raises the signal it stopped on again once it has put the previous
+    handlers back; without handlers of the loop's, the default one would end
+    the process there, before Faust commits its offsets and the clients close.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: None)
     config = uvicorn.Config(
         app,
         host=host,

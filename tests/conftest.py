@@ -143,10 +143,12 @@ def server(database: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            code = process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            code = process.wait()
+    # SIGTERM is how deployments stop it: it closes its clients in order and exits 0.
+    assert code == 0, f"SIGTERM ended bulkflow serve with {code}:\n{log_path.read_text()[-4000:]}"
 
 
 def _await_health(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
