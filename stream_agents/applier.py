@@ -3,6 +3,11 @@
 Transient failures are retried by the batch processor; when they outlive the
 retries the rows fail (``retries_exhausted``) and the chunks go to the
 dead-letter topic for ``bulkflow dead-letters replay``.
+
+Publishing the outcomes is retried at the fixed interval until the broker
+takes them: the batch is acknowledged when this returns, and outcomes dropped
+here would be missing from ClickHouse for good. While the broker is down the
+agent cannot consume anything anyway.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ class Applier:
         processor: BatchProcessor,
         publisher: OutcomePublisher,
         dead_letters: DeadLetterQueue,
+        *,
+        interval: float = constants.RETRY_INTERVAL,
     ) -> None:
         self.processor = processor
         self._publisher = publisher
         self._dead_letters = dead_letters
+        self._interval = interval
 
     async def apply(self, chunks: list[Chunk]) -> None:
         try:
@@ -41,7 +49,7 @@ class Applier:
             outcomes = await self.processor.fail(chunks, exc)
             if isinstance(exc, RetriesExhausted):
                 await self._dead_letter(chunks, exc)
-        await self._publish(outcomes, len(chunks))
+        await self._publish(outcomes)
 
     async def _dead_letter(self, chunks: list[Chunk], exc: RetriesExhausted) -> None:
         try:
@@ -49,14 +57,13 @@ class Applier:
         except KafkaError:
             log.exception("could not dead-letter %d chunks", len(chunks))
 
-    async def _publish(self, outcomes: list[OutcomeBatch], chunks: int) -> None:
-        for attempt in range(1, constants.RETRY_ATTEMPTS + 1):
+    async def _publish(self, outcomes: list[OutcomeBatch]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self._publisher.publish(outcomes)
                 return
             except KafkaError:
-                log.exception("publishing outcomes failed (attempt %d)", attempt)
-                await asyncio.sleep(constants.RETRY_INTERVAL)
-        # The broker stayed unreachable: Postgres has the effects, the counts and
-        # the ledger (which can rebuild these outcomes), but ClickHouse misses them.
-        log.error("outcomes of %d chunks not published", chunks)
+                log.exception("publishing outcomes failed (attempt %d); retrying", attempt)
+                await asyncio.sleep(self._interval)

@@ -1,0 +1,54 @@
+"""The applier's retry logic around a batch (Postgres and Kafka stand-ins: pure logic)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from bulkflow.dead_letters import DeadLetterQueue
+from schemas.messages import Chunk, OutcomeBatch
+from stream_agents.applier import Applier
+from stream_agents.batch import BatchProcessor
+from stream_agents.outcomes import OutcomePublisher
+
+pytestmark = pytest.mark.anyio
+
+CHUNK = Chunk("a1", "acme", "contact", "upsert", 0, 1, [{"email": "a@x.io"}])
+OUTCOMES = [OutcomeBatch("a1", "acme", "contact", "upsert", 0, 1, "c", {}, ["a@x.io"], {}, 1.0)]
+
+
+class AppliedProcessor:
+    async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
+        return OUTCOMES
+
+
+class FlakyPublisher:
+    """Refuses the first ``failures`` publishes, as a broker that is down."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.published: list[list[OutcomeBatch]] = []
+
+    async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError()
+        self.published.append(list(batches))
+
+
+async def test_outcomes_are_published_once_the_broker_is_back() -> None:
+    # More failures than the batch's retry attempts: outcomes must not be dropped
+    # (the batch is acknowledged when apply returns, and ClickHouse would miss them).
+    publisher = FlakyPublisher(failures=5)
+    applier = Applier(
+        cast(BatchProcessor, AppliedProcessor()),
+        cast(OutcomePublisher, publisher),
+        cast(DeadLetterQueue, None),
+        interval=0,
+    )
+    await applier.apply([CHUNK])
+    assert publisher.failures == 0
+    assert publisher.published == [OUTCOMES]
