@@ -50,6 +50,10 @@ def _host(dsn: str) -> str:
     return dsn.rpartition("@")[2] if "://" in dsn else dsn
 
 
+class ClickHouseUnavailable(Exception):
+    """ClickHouse (a server, or the sink process's front) did not answer."""
+
+
 class ClickHouse:
     def __init__(self, client: Any, executor: ThreadPoolExecutor) -> None:
         self._client = client
@@ -91,5 +95,10 @@ class ClickHouse:
 
     async def rows(self, query: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of a named query from ``clickhouse/queries``."""
-        result = await self._run(self._client.query, sql.clickhouse(query), parameters=parameters)
+        try:
+            result = await self._run(
+                self._client.query, sql.clickhouse(query), parameters=parameters
+            )
+        except OperationalError as exc:  # the connection, not the query
+            raise ClickHouseUnavailable(str(exc)) from exc
         return list(result.result_rows)

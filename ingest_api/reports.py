@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from bulkflow.clickhouse import ClickHouse
+from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
+from ingest_api.errors import Unavailable
 from schemas.bulk_action import BulkActionStats, Counts, LogFilters, ReasonCount, RowLog
 
 _TOP_REASONS = 10  # reasons listed per outcome in stats
@@ -21,10 +22,16 @@ class Reports:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._clickhouse = clickhouse
 
+    async def _rows(self, query: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            return await self._clickhouse.rows(query, parameters)
+        except ClickHouseUnavailable as exc:
+            raise Unavailable(
+                "the outcome store (ClickHouse) is unavailable; retry shortly"
+            ) from exc
+
     async def stats(self, account_id: str, action_id: uuid.UUID) -> BulkActionStats:
-        rows = await self._clickhouse.rows(
-            "action_stats", {"account_id": account_id, "action_id": action_id}
-        )
+        rows = await self._rows("action_stats", {"account_id": account_id, "action_id": action_id})
         counts = {"succeeded": 0, "failed": 0, "skipped": 0}
         operations: dict[str, int] = {}
         reasons: dict[str, dict[str, int]] = {"failed": {}, "skipped": {}}
@@ -48,7 +55,7 @@ class Reports:
     async def logs(
         self, account_id: str, action_id: uuid.UUID, filters: LogFilters, after: int, limit: int
     ) -> list[RowLog]:
-        rows = await self._clickhouse.rows(
+        rows = await self._rows(
             "action_logs",
             {
                 "account_id": account_id,
@@ -94,7 +101,7 @@ class Reports:
         yield _csv_line(header)
         after = 0
         while True:
-            rows = await self._clickhouse.rows(
+            rows = await self._rows(
                 "action_problem_rows",
                 {
                     "account_id": account_id,

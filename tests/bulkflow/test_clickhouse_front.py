@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.fleet import free_port
+from ingest_api.errors import Unavailable
+from ingest_api.reports import Reports
 from stream_agents.sink import OutcomeSink
 from tests.stream_agents.test_sink import batch
 
@@ -37,9 +40,9 @@ async def engine(
         yield client, path
 
 
-@pytest.fixture(scope="module")
-async def front_url(engine: tuple[ClickHouse, Path]) -> AsyncIterator[str]:
-    clickhouse, path = engine
+@asynccontextmanager
+async def serving_front(clickhouse: ClickHouse, path: Path) -> AsyncIterator[str]:
+    """The front on a free port, as the sink's process serves it; its URL."""
     port = free_port()
     async with EngineFront.open(clickhouse, str(path)) as front:
         config = uvicorn.Config(
@@ -52,6 +55,12 @@ async def front_url(engine: tuple[ClickHouse, Path]) -> AsyncIterator[str]:
         finally:
             server.should_exit = True
             await serving
+
+
+@pytest.fixture(scope="module")
+async def front_url(engine: tuple[ClickHouse, Path]) -> AsyncIterator[str]:
+    async with serving_front(*engine) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +109,17 @@ async def test_engine_errors_come_back_with_their_code(front_url: str) -> None:
 async def test_only_the_default_database_is_served(front_url: str) -> None:
     with pytest.raises(DatabaseError, match="code: 81"):  # UNKNOWN_DATABASE
         await asyncio.to_thread(raw_client, f"{front_url}/bulkflow")
+
+
+async def test_reports_answer_unavailable_while_the_front_is_down(
+    engine: tuple[ClickHouse, Path],
+) -> None:
+    async with AsyncExitStack() as stack:
+        front = AsyncExitStack()
+        url = await front.enter_async_context(serving_front(*engine))
+        reports = Reports(await stack.enter_async_context(ClickHouse.open(url, wait=30)))
+        action_id = uuid.uuid4()
+        assert (await reports.stats("acme", action_id)).recorded_rows == 0
+        await front.aclose()  # the sink's process went away
+        with pytest.raises(Unavailable):  # a 503 to retry, not a 500
+            await reports.stats("acme", action_id)
