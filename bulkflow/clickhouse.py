@@ -74,6 +74,12 @@ class ClickHouse:
         finally:
             executor.shutdown(wait=True)
 
+    @property
+    def engine_path(self) -> str | None:
+        """Where the embedded engine keeps its data, as it opened it; None for a server."""
+        path = getattr(self._client, "path", None)  # clickhouse-connect's ChdbClient has one
+        return path if isinstance(path, str) else None
+
     async def on_engine_thread(self, fn: Callable[[], T]) -> T:
         """Run blocking work on the one thread every call of this client uses."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -6,20 +6,23 @@ the same clickhouse-connect HTTP client it would use against a ClickHouse
 server, so it never loads the engine (~200 MB of resident memory).
 
 The front answers the part of the HTTP interface that clickhouse-connect's
-queries use: the query in the body, the URL or a form field; ``param_*`` bind
-parameters; errors as HTTP 500 with ``X-ClickHouse-Exception-Code``. Other
-URL parameters are client settings (compression, progress headers, session
-and query ids) it has no use for. Its engine connection is ``readonly``, so
-nothing reaching it can write, and it listens on 127.0.0.1 only.
+queries use: the query in the body, the URL or a multipart form field;
+``param_*`` bind parameters; errors with ``X-ClickHouse-Exception-Code`` (400
+for a request it cannot take, 500 for the engine's errors; the client treats
+both alike). Other URL parameters are client settings (compression, progress
+headers, session and query ids) it has no use for. Its engine connection is
+``readonly``, so nothing reaching it can write, and it listens on 127.0.0.1
+only, without authentication: like the local Postgres and Redis, it is for
+one host's processes, and deployments use a ClickHouse server instead.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,13 +33,11 @@ from starlette.routing import Route
 
 from bulkflow.clickhouse import ClickHouse
 
-log = logging.getLogger(__name__)
-
 _PARAM = "param_"
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 _DEFAULT_FORMAT = "TabSeparated"  # ClickHouse's, for a query without FORMAT
-_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+_FORM = "multipart/form-data"  # what clickhouse-connect sends for long bind parameters
 _SYNTAX_ERROR, _UNKNOWN_DATABASE = 62, 81  # ClickHouse error codes
 _CLIENT_ERRORS = {_SYNTAX_ERROR, _UNKNOWN_DATABASE}
 
@@ -64,12 +65,15 @@ class EngineFront:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, clickhouse: ClickHouse, path: str) -> AsyncIterator[EngineFront]:
-        """A read-only connection to the engine ``clickhouse`` opened at ``path``.
+    async def open(cls, clickhouse: ClickHouse) -> AsyncIterator[EngineFront]:
+        """A read-only connection to the embedded engine ``clickhouse`` opened.
 
         On the engine's thread, like every call of ``clickhouse``: the engine
         is never entered from two threads at once.
         """
+        path = clickhouse.engine_path
+        if path is None:
+            raise ValueError("the front serves an embedded engine, not a ClickHouse server")
 
         def connect() -> Any:
             # Imported here: loading the engine's library alone costs a process
@@ -77,7 +81,7 @@ class EngineFront:
             import chdb
 
             # chdb tells engines apart by path string: spell it as
-            # clickhouse-connect did when it opened this one.
+            # clickhouse-connect did for the client's (resolved).
             connection = chdb.connect(os.path.realpath(path))  # type: ignore[no-untyped-call]
             connection.query("SET readonly = 1")
             return connection
@@ -88,17 +92,30 @@ class EngineFront:
         finally:
             await clickhouse.on_engine_thread(connection.close)
 
-    async def query(self, sql: str, parameters: dict[str, str]) -> Any:
-        """The engine's result (``bytes()``, ``rows_read()``, ...), or :class:`EngineError`."""
+    async def query(self, sql: str, parameters: dict[str, str]) -> Answer:
+        """The engine's answer, or :class:`EngineError`."""
 
-        def run() -> Any:
+        def run() -> Answer:
             try:
-                return self._connection.query(sql, _DEFAULT_FORMAT, params=parameters)
+                result = self._connection.query(sql, _DEFAULT_FORMAT, params=parameters)
             except Exception as exc:  # chdb has one class for every engine error
                 code = _ERROR_CODE.search(str(exc))
                 raise EngineError(int(code.group(1)) if code else 0, str(exc)) from exc
+            # Read here: the result is the engine's memory, on the engine's thread.
+            summary = {
+                "read_rows": str(result.rows_read()),
+                "read_bytes": str(result.bytes_read()),
+                "elapsed_ns": str(int(result.elapsed() * 1e9)),
+            }
+            return Answer(result.bytes(), summary)
 
         return await self._clickhouse.on_engine_thread(run)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: bytes
+    summary: dict[str, str]  # as ClickHouse's X-ClickHouse-Summary header
 
 
 def create_front(front: EngineFront) -> Starlette:
@@ -108,7 +125,7 @@ def create_front(front: EngineFront) -> Starlette:
     async def query(request: Request) -> Response:
         try:
             sql, parameters = await _statement(request)
-            result = await front.query(sql, parameters)
+            answer = await front.query(sql, parameters)
         except EngineError as exc:
             return PlainTextResponse(
                 exc.message,
@@ -116,16 +133,11 @@ def create_front(front: EngineFront) -> Starlette:
                 headers={"X-ClickHouse-Exception-Code": str(exc.code)},
             )
         trailing = _TRAILING_FORMAT.search(sql)
-        summary = {
-            "read_rows": str(result.rows_read()),
-            "read_bytes": str(result.bytes_read()),
-            "elapsed_ns": str(int(result.elapsed() * 1e9)),
-        }
         return Response(
-            result.bytes(),
+            answer.body,
             headers={
                 "X-ClickHouse-Format": trailing.group(1) if trailing else _DEFAULT_FORMAT,
-                "X-ClickHouse-Summary": orjson.dumps(summary).decode(),
+                "X-ClickHouse-Summary": orjson.dumps(answer.summary).decode(),
             },
         )
 
@@ -141,7 +153,7 @@ async def _statement(request: Request) -> tuple[str, dict[str, str]]:
     """The query and its bind parameters, from the URL, the body or form fields."""
     fields: dict[str, str] = dict(request.query_params)
     body = await request.body()
-    if request.headers.get("content-type", "").startswith(_FORMS):
+    if request.headers.get("content-type", "").startswith(_FORM):
         async with request.form() as form:
             fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         body = b""

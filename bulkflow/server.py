@@ -14,12 +14,13 @@ from collections.abc import Collection
 from contextlib import AsyncExitStack
 
 import uvicorn
+from clickhouse_connect.driver.exceptions import OperationalError
 from faust.contrib.asgi import faust_app_running
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
 from bulkflow import constants
-from bulkflow.clickhouse import ClickHouse
+from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.database import connect_pool
 from bulkflow.dead_letters import DeadLetterQueue
@@ -110,14 +111,12 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 ),
                 Admin(pool, admin_token),
             )
-            await _serve_http(api, settings.api_host, settings.api_port, settings)
+            await _serve_http(api, settings.api_host, settings.api_port, settings.log_level)
         elif "sink" in roles and settings.embedded_clickhouse:
             assert clickhouse is not None
-            front = await stack.enter_async_context(
-                EngineFront.open(clickhouse, settings.embedded_clickhouse_path)
-            )
+            front = await stack.enter_async_context(EngineFront.open(clickhouse))
             port = settings.embedded_clickhouse_port
-            await _serve_http(create_front(front), "127.0.0.1", port, settings)
+            await _serve_http(create_front(front), "127.0.0.1", port, settings.log_level)
         else:
             await _until_signalled()
 
@@ -133,30 +132,37 @@ async def _open_clickhouse(
     if "sink" in roles or ("api" in roles and not settings.embedded_clickhouse):
         return await stack.enter_async_context(ClickHouse.open(settings.clickhouse_dsn))
     if "api" in roles:
-        front = settings.embedded_clickhouse_front
-        return await stack.enter_async_context(ClickHouse.open(front, wait=FRONT_WAIT))
+        url = settings.embedded_clickhouse_front_url
+        try:
+            return await stack.enter_async_context(ClickHouse.open(url, wait=FRONT_WAIT))
+        except OperationalError as exc:
+            raise ClickHouseUnavailable(
+                f"no embedded ClickHouse at {url} after {FRONT_WAIT:.0f} s: start the sink "
+                "role (bulkflow serve --role sink), or set BULKFLOW_CLICKHOUSE_URL"
+            ) from exc
     return None
 
 
-async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
+async def _serve_http(app: ASGIApp, host: str, port: int, log_level: str) -> None:
     """Serve until SIGINT or SIGTERM, then return: the caller's resources close in order.
 
     uvicorn raises the signal it stopped on again once it has put the previous
     handlers back; without handlers of the loop's, the default one would end
     the process there, before Faust commits its offsets and the clients close.
+    Removed afterwards: a second signal during the shutdown ends the process.
     """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, lambda: None)
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        lifespan="off",
-        log_level=settings.log_level.lower(),
-        access_log=False,
+        app, host=host, port=port, lifespan="off", log_level=log_level.lower(), access_log=False
     )
-    await uvicorn.Server(config).serve()
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def _tune_garbage_collector() -> None:

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = None
     #: With the embedded engine: where the sink's process serves it to an API
     #: process running apart (on 127.0.0.1, read-only).
-    embedded_clickhouse_port: int = 18123
+    embedded_clickhouse_port: int = Field(default=18123, ge=1, le=65535)
 
     #: Rows per minute an account's actions may apply unless the account has an
     #: override (`bulkflow accounts limit`, or the admin API).
@@ -74,11 +74,7 @@ class Settings(BaseSettings):
         return self.clickhouse_dsn.startswith("chdb://")
 
     @property
-    def embedded_clickhouse_path(self) -> str:
-        return self.clickhouse_dsn.removeprefix("chdb://")
-
-    @property
-    def embedded_clickhouse_front(self) -> str:
+    def embedded_clickhouse_front_url(self) -> str:
         """The URL of the embedded engine's read-only HTTP front."""
         return f"http://127.0.0.1:{self.embedded_clickhouse_port}"
 

@@ -97,8 +97,9 @@ class Reports:
         self, account_id: str, action_id: uuid.UUID, columns: list[str], outcomes: list[str]
     ) -> AsyncIterator[bytes]:
         """The original columns of failed (and skipped) rows, plus row_no and error."""
-        header = [*columns, "row_no", "error"]
-        yield _csv_line(header)
+        # The header goes out with the first page, so that the first part of
+        # the body is a query's result (see routes.prefetched).
+        header = _csv_line([*columns, "row_no", "error"])
         after = 0
         while True:
             rows = await self._rows(
@@ -112,6 +113,8 @@ class Reports:
                 },
             )
             if not rows:
+                if header:
+                    yield header
                 return
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\r\n")
@@ -120,7 +123,8 @@ class Reports:
                 writer.writerow(
                     [*(_cell(values.get(c)) for c in columns), row_no, f"{reason}: {message}"]
                 )
-            yield out.getvalue().encode()
+            yield header + out.getvalue().encode()
+            header = b""
             after = rows[-1][0]
 
 

@@ -235,7 +235,7 @@ async def get_bulk_action_logs(request: Request) -> Response:
     filters = parse(LogFilters, dict(request.query_params), "the filters are invalid")
     if "application/x-ndjson" in request.headers.get("accept", ""):
         return StreamingResponse(
-            resources.reports.all_logs(account, record["id"], filters),
+            await prefetched(resources.reports.all_logs(account, record["id"], filters)),
             media_type="application/x-ndjson",
         )
     after = 0
@@ -255,8 +255,10 @@ async def get_failed_rows_csv(request: Request) -> Response:
     include = {part.strip() for part in request.query_params.get("include", "").split(",")}
     outcomes = ["failed", "skipped"] if "skipped" in include else ["failed"]
     return StreamingResponse(
-        resources.reports.problem_rows_csv(
-            account, record["id"], list(record["columns"]), outcomes
+        await prefetched(
+            resources.reports.problem_rows_csv(
+                account, record["id"], list(record["columns"]), outcomes
+            )
         ),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{record["id"]}-failed-rows.csv"'},
@@ -289,3 +291,20 @@ routes = [
     Route("/v1/bulk-actions/{action_id}/logs", get_bulk_action_logs, methods=["GET"]),
     Route("/v1/bulk-actions/{action_id}/failed-rows.csv", get_failed_rows_csv, methods=["GET"]),
 ]
+
+
+async def prefetched(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body with its first part fetched now, before the response starts.
+
+    An error there (ClickHouse unavailable) is then still an error response;
+    once the 200 and its headers are sent, it could only cut the body short.
+    """
+    first = await anext(body, None)
+
+    async def resumed() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+        async for part in body:
+            yield part
+
+    return resumed()

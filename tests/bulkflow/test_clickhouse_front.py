@@ -19,6 +19,8 @@ from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.fleet import free_port
 from ingest_api.errors import Unavailable
 from ingest_api.reports import Reports
+from ingest_api.routes import prefetched
+from schemas.bulk_action import LogFilters
 from stream_agents.sink import OutcomeSink
 from tests.stream_agents.test_sink import batch
 
@@ -31,20 +33,18 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def engine(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[ClickHouse, Path]]:
+async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
     path: Path = tmp_path_factory.mktemp("front-clickhouse")
     async with ClickHouse.open(f"chdb://{path}") as client:
         await client.apply_migrations()
-        yield client, path
+        yield client
 
 
 @asynccontextmanager
-async def serving_front(clickhouse: ClickHouse, path: Path) -> AsyncIterator[str]:
+async def serving_front(clickhouse: ClickHouse) -> AsyncIterator[str]:
     """The front on a free port, as the sink's process serves it; its URL."""
     port = free_port()
-    async with EngineFront.open(clickhouse, str(path)) as front:
+    async with EngineFront.open(clickhouse) as front:
         config = uvicorn.Config(
             create_front(front), host="127.0.0.1", port=port, lifespan="off", log_level="warning"
         )
@@ -58,8 +58,8 @@ async def serving_front(clickhouse: ClickHouse, path: Path) -> AsyncIterator[str
 
 
 @pytest.fixture(scope="module")
-async def front_url(engine: tuple[ClickHouse, Path]) -> AsyncIterator[str]:
-    async with serving_front(*engine) as url:
+async def front_url(engine: ClickHouse) -> AsyncIterator[str]:
+    async with serving_front(engine) as url:
         yield url
 
 
@@ -76,9 +76,9 @@ def raw_client(url: str) -> Any:
 
 
 async def test_reads_through_the_front_equal_the_engine_s(
-    engine: tuple[ClickHouse, Path], remote: ClickHouse
+    engine: ClickHouse, remote: ClickHouse
 ) -> None:
-    clickhouse, _ = engine
+    clickhouse = engine
     action_id = str(uuid.uuid4())
     assert await OutcomeSink(clickhouse).write([batch(action_id, chunk_no=0).to_bytes()]) == 1
     page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 10}
@@ -112,14 +112,29 @@ async def test_only_the_default_database_is_served(front_url: str) -> None:
 
 
 async def test_reports_answer_unavailable_while_the_front_is_down(
-    engine: tuple[ClickHouse, Path],
+    engine: ClickHouse,
 ) -> None:
     async with AsyncExitStack() as stack:
         front = AsyncExitStack()
-        url = await front.enter_async_context(serving_front(*engine))
+        url = await front.enter_async_context(serving_front(engine))
         reports = Reports(await stack.enter_async_context(ClickHouse.open(url, wait=30)))
         action_id = uuid.uuid4()
         assert (await reports.stats("acme", action_id)).recorded_rows == 0
         await front.aclose()  # the sink's process went away
         with pytest.raises(Unavailable):  # a 503 to retry, not a 500
             await reports.stats("acme", action_id)
+        # Streamed answers too: their first page is fetched before the response starts.
+        with pytest.raises(Unavailable):
+            await prefetched(reports.all_logs("acme", action_id, LogFilters()))
+        with pytest.raises(Unavailable):
+            await prefetched(reports.problem_rows_csv("acme", action_id, ["email"], ["failed"]))
+
+
+async def test_long_bind_parameters_go_as_a_form(front_url: str) -> None:
+    """clickhouse-connect sends them as multipart form fields rather than in the URL."""
+    client = await asyncio.to_thread(raw_client, front_url)
+    value = "x" * 100_000
+    result = await asyncio.to_thread(
+        client.query, "SELECT length({value:String})", parameters={"value": value}
+    )
+    assert result.result_rows == [(len(value),)]
