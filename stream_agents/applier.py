@@ -4,10 +4,12 @@ Transient failures are retried by the batch processor; when they outlive the
 retries the rows fail (``retries_exhausted``) and the chunks go to the
 dead-letter topic for ``bulkflow dead-letters replay``.
 
-Publishing the outcomes is retried at the fixed interval until the broker
-takes them: the batch is acknowledged when this returns, and outcomes dropped
-here would be missing from ClickHouse for good. While the broker is down the
-agent cannot consume anything anyway.
+Publishing the outcomes is retried at the fixed interval for as long as the
+broker is unreachable: the batch is acknowledged when this returns, and
+outcomes dropped here would be missing from ClickHouse for good, while without
+a broker the agent cannot consume anything anyway. An error that retrying
+cannot mend (a message too large, a closed producer, no authorization) is
+logged and the outcomes given up on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bulkflow import constants
 from bulkflow.dead_letters import DeadLetterQueue
@@ -64,6 +66,15 @@ class Applier:
             try:
                 await self._publisher.publish(outcomes)
                 return
-            except KafkaError:
-                log.exception("publishing outcomes failed (attempt %d); retrying", attempt)
+            except KafkaError as exc:
+                if not _unreachable(exc):
+                    log.exception("outcomes of %d chunks not published", len(outcomes))
+                    return
+                log.warning("publishing outcomes failed (attempt %d, %r); retrying", attempt, exc)
                 await asyncio.sleep(self._interval)
+
+
+def _unreachable(exc: KafkaError) -> bool:
+    """The broker (or a partition's leader) did not answer: worth waiting for."""
+    # A send that timed out is aiokafka's KafkaTimeoutError, not flagged retriable.
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)

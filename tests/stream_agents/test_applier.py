@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from typing import cast
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 
 from bulkflow.dead_letters import DeadLetterQueue
 from schemas.messages import Chunk, OutcomeBatch
@@ -26,29 +31,40 @@ class AppliedProcessor:
 
 
 class FlakyPublisher:
-    """Refuses the first ``failures`` publishes, as a broker that is down."""
+    """Refuses the first ``failures`` publishes with ``error``."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, error: type[KafkaError] = KafkaConnectionError) -> None:
         self.failures = failures
+        self.error = error
         self.published: list[list[OutcomeBatch]] = []
 
     async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
         if self.failures:
             self.failures -= 1
-            raise KafkaConnectionError()
+            raise self.error()
         self.published.append(list(batches))
 
 
-async def test_outcomes_are_published_once_the_broker_is_back() -> None:
-    # More failures than the batch's retry attempts: outcomes must not be dropped
-    # (the batch is acknowledged when apply returns, and ClickHouse would miss them).
-    publisher = FlakyPublisher(failures=5)
-    applier = Applier(
+def applier(publisher: FlakyPublisher) -> Applier:
+    return Applier(
         cast(BatchProcessor, AppliedProcessor()),
         cast(OutcomePublisher, publisher),
         cast(DeadLetterQueue, None),
         interval=0,
     )
-    await applier.apply([CHUNK])
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError, KafkaTimeoutError])
+async def test_outcomes_are_published_once_the_broker_is_back(error: type[KafkaError]) -> None:
+    # More failures than the batch's retry attempts: outcomes must not be dropped
+    # (the batch is acknowledged when apply returns, and ClickHouse would miss them).
+    publisher = FlakyPublisher(failures=5, error=error)
+    await applier(publisher).apply([CHUNK])
     assert publisher.failures == 0
     assert publisher.published == [OUTCOMES]
+
+
+async def test_an_error_retrying_cannot_mend_gives_up() -> None:
+    publisher = FlakyPublisher(failures=1, error=MessageSizeTooLargeError)
+    await applier(publisher).apply([CHUNK])  # returns: the batch does not hang
+    assert publisher.published == []
