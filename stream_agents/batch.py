@@ -251,8 +251,10 @@ class BatchProcessor:
             if is_transient(exc):
                 raise
             reason = _snake(type(exc).__name__.removesuffix("Error"))
+            # str(exc) would add the DETAIL on a line of its own: one line, each once.
             detail = getattr(exc, "detail", None)
-            message = f"{exc}" + (f" ({detail})" if detail else "")
+            message = getattr(exc, "message", None) or str(exc)
+            message += f" ({detail})" if detail else ""
             results[row.chunk].fail(row.index_in_chunk, RowProblem(reason, message[:500]))
 
     def _prepare(

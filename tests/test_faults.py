@@ -86,6 +86,7 @@ async def test_a_row_violating_a_constraint_fails_alone(
     [failed] = logs.json()["data"]
     assert (failed["row_no"], failed["reason"]) == (3, "check_violation")
     assert "test_forbidden_title" in failed["message"]
+    assert failed["message"].count("Failing row contains") == 1  # Postgres' DETAIL, once
 
 
 async def test_retries_exhausted_dead_letter_and_replay(
