@@ -23,6 +23,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
 from bulkflow.fleet import free_port
 from bulkflow.local_services import Supervisor
@@ -60,6 +61,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
+    """A migrated embedded engine of the module's own, closed after it.
+
+    chdb opens one path per process at a time: modules take turns.
+    """
+    async with ClickHouse.open(f"chdb://{tmp_path_factory.mktemp('clickhouse')}") as client:
+        await client.apply_migrations()
+        yield client
 
 
 @pytest.fixture(scope="session")

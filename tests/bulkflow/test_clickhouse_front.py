@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -32,14 +31,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
-    path: Path = tmp_path_factory.mktemp("front-clickhouse")
-    async with ClickHouse.open(f"chdb://{path}") as client:
-        await client.apply_migrations()
-        yield client
-
-
 @asynccontextmanager
 async def serving_front(clickhouse: ClickHouse) -> AsyncIterator[str]:
     """The front on a free port, as the sink's process serves it; its URL."""
@@ -58,8 +49,8 @@ async def serving_front(clickhouse: ClickHouse) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def front_url(engine: ClickHouse) -> AsyncIterator[str]:
-    async with serving_front(engine) as url:
+async def front_url(clickhouse: ClickHouse) -> AsyncIterator[str]:
+    async with serving_front(clickhouse) as url:
         yield url
 
 
@@ -76,9 +67,8 @@ def raw_client(url: str) -> Any:
 
 
 async def test_reads_through_the_front_equal_the_engine_s(
-    engine: ClickHouse, remote: ClickHouse
+    clickhouse: ClickHouse, remote: ClickHouse
 ) -> None:
-    clickhouse = engine
     action_id = str(uuid.uuid4())
     assert await OutcomeSink(clickhouse).write([batch(action_id, chunk_no=0).to_bytes()]) == 1
     page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 10}
@@ -112,11 +102,11 @@ async def test_only_the_default_database_is_served(front_url: str) -> None:
 
 
 async def test_reports_answer_unavailable_while_the_front_is_down(
-    engine: ClickHouse,
+    clickhouse: ClickHouse,
 ) -> None:
     async with AsyncExitStack() as stack:
         front = AsyncExitStack()
-        url = await front.enter_async_context(serving_front(engine))
+        url = await front.enter_async_context(serving_front(clickhouse))
         reports = Reports(await stack.enter_async_context(ClickHouse.open(url, wait=30)))
         action_id = uuid.uuid4()
         assert (await reports.stats("acme", action_id)).recorded_rows == 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -32,14 +30,6 @@ def batch(action_id: str, chunk_no: int = 0) -> OutcomeBatch:
         rows={1: {"email": "bad"}, 2: {"email": "A@x.io"}},
         processed_at=1_700_000_000.0,
     )
-
-
-@pytest.fixture(scope="module")
-async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClickHouse]:
-    path: Path = tmp_path_factory.mktemp("sink-clickhouse")
-    async with ClickHouse.open(f"chdb://{path}") as client:
-        await client.apply_migrations()
-        yield client
 
 
 @pytest.fixture(scope="module")
