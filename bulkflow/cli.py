@@ -39,10 +39,15 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.clickhouse import ClickHouseUnavailable
     from bulkflow.server import serve
 
     roles = tuple(args.role) if args.role else ("api", "agents", "sink")
-    asyncio.run(serve(settings, roles))
+    try:
+        asyncio.run(serve(settings, roles))
+    except ClickHouseUnavailable as exc:  # at startup: what to start, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

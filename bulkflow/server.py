@@ -50,10 +50,6 @@ from stream_agents.throttle import Throttle
 log = logging.getLogger(__name__)
 
 
-#: Seconds an API process waits for the sink's process to serve the embedded engine.
-FRONT_WAIT = 120.0
-
-
 async def serve(settings: Settings, roles: Collection[Role]) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's data folder lives here
     async with AsyncExitStack() as stack:
@@ -132,12 +128,12 @@ async def _open_clickhouse(
     if "sink" in roles or ("api" in roles and not settings.embedded_clickhouse):
         return await stack.enter_async_context(ClickHouse.open(settings.clickhouse_dsn))
     if "api" in roles:
-        url = settings.embedded_clickhouse_front_url
+        url, wait = settings.embedded_clickhouse_front_url, settings.embedded_clickhouse_wait
         try:
-            return await stack.enter_async_context(ClickHouse.open(url, wait=FRONT_WAIT))
+            return await stack.enter_async_context(ClickHouse.open(url, wait=wait))
         except OperationalError as exc:
             raise ClickHouseUnavailable(
-                f"no embedded ClickHouse at {url} after {FRONT_WAIT:.0f} s: start the sink "
+                f"no embedded ClickHouse at {url} after {wait:g} s: start the sink "
                 "role (bulkflow serve --role sink), or set BULKFLOW_CLICKHOUSE_URL"
             ) from exc
     return None

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     #: With the embedded engine: where the sink's process serves it to an API
     #: process running apart (on 127.0.0.1, read-only).
     embedded_clickhouse_port: int = Field(default=18123, ge=1, le=65535)
+    #: Seconds an API process running apart from the sink waits for that front
+    #: at startup (the sink's process may start after it).
+    embedded_clickhouse_wait: float = Field(default=120.0, gt=0)
 
     #: Rows per minute an account's actions may apply unless the account has an
     #: override (`bulkflow accounts limit`, or the admin API).

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,11 +19,13 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.fleet import free_port
+from bulkflow.settings import Settings
 from ingest_api.errors import Unavailable
 from ingest_api.reports import Reports
 from ingest_api.routes import prefetched
 from schemas.bulk_action import LogFilters
 from stream_agents.sink import OutcomeSink
+from tests.conftest import settings_env
 from tests.stream_agents.test_sink import batch
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +133,25 @@ async def test_long_bind_parameters_go_as_a_form(front_url: str) -> None:
         client.query, "SELECT length({value:String})", parameters={"value": value}
     )
     assert result.result_rows == [(len(value),)]
+
+
+def test_an_api_without_the_sink_names_the_missing_role(database: Settings) -> None:
+    """Started apart with nothing serving the front, the API says what to start, and exits 1."""
+    env = {
+        **os.environ,
+        **settings_env(database),
+        "BULKFLOW_EMBEDDED_CLICKHOUSE_PORT": str(free_port()),  # nobody listens there
+        "BULKFLOW_EMBEDDED_CLICKHOUSE_WAIT": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkflow.cli", "serve", "--role", "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no embedded ClickHouse at http://127.0.0.1:")
+    assert "bulkflow serve --role sink" in last
+    assert "Traceback" not in done.stderr
