@@ -1,9 +1,10 @@
 """Fires scheduled actions: their stored chunks go to Kafka when due.
 
 Runs in every agents process; an advisory lock per action makes one process
-fire it. Chunks stay in Postgres until all of them are on Kafka, so a crash
-midway fires the action again, and the chunk ledger keeps the repeats from
-being applied twice.
+fire it. Chunks stay in Postgres until they are on Kafka, so a crash midway
+fires the action again, and the chunk ledger keeps the repeats from being
+applied twice. An action can fall due (or be cancelled) while its upload still
+streams: chunks stored after a pass read them go out on the next pass.
 """
 
 from __future__ import annotations
@@ -73,5 +74,5 @@ class Scheduler:
                 await publisher.send(chunk)
                 after = chunk.chunk_no
         await publisher.flush()
-        await self._pool.execute(sql.postgres("scheduled_fired"), action_id)
+        await self._pool.execute(sql.postgres("scheduled_fired"), action_id, after)
         log.info("fired scheduled action %s (%d rows)", action_id, publisher.published_rows)

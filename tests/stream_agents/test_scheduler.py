@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from bulkflow import constants
 from bulkflow.database import connect_pool
 from bulkflow.migrations import migrate_postgres
-from bulkflow.producer import ChunkProducer
+from bulkflow.producer import ChunkProducer, Publisher
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
@@ -96,5 +96,56 @@ async def test_due_while_down_fires_once_at_start(isolated: Settings) -> None:
             "SELECT status FROM bulk_actions WHERE id = $1", created.record["id"]
         )
         assert status == "queued"
+        assert await pool.fetchval("SELECT count(*) FROM scheduled_chunks") == 0
+    assert await published(isolated) == 2
+
+
+class _UploadStillStreaming:
+    """A producer whose flush lets the upload store one more chunk, as a slow upload would."""
+
+    def __init__(self, producer: ChunkProducer, late: Chunk, store: ActionStore) -> None:
+        self._producer, self._late, self._store = producer, late, store
+
+    def publisher(self) -> Publisher:
+        publisher = self._producer.publisher()
+        flush, writer = publisher.flush, self._store.scheduled_writer()
+
+        async def flush_then_store_late_chunk() -> None:
+            await flush()
+            await writer.send(self._late)
+            await writer.flush()
+
+        publisher.flush = flush_then_store_late_chunk  # type: ignore[method-assign]
+        return publisher
+
+
+async def test_chunks_stored_while_firing_go_out_next(isolated: Settings) -> None:
+    async with connect_pool(isolated, size=4) as pool:
+        store = ActionStore(pool)
+        created = await store.create(
+            account_id="acc_sched",
+            entity="contact",
+            action="upsert",
+            source="csv",
+            options=ActionOptions(),
+            total_rows=None,
+            columns=["email"],
+            scheduled_for=datetime.now(UTC) - timedelta(seconds=1),  # due during its upload
+        )
+        action_id = str(created.record["id"])
+
+        def chunk(n: int) -> Chunk:
+            rows = [{"email": f"late{n}-{i}@example.com"} for i in range(10)]
+            return Chunk(action_id, "acc_sched", "contact", "upsert", n, 1 + 10 * n, rows)
+
+        writer = store.scheduled_writer()
+        await writer.send(chunk(0))
+        await writer.flush()
+        async with ChunkProducer.start(isolated) as producer:
+            scheduler = Scheduler(pool, _UploadStillStreaming(producer, chunk(1), store))  # type: ignore[arg-type]
+            assert await scheduler.fire_due() == 1
+            # The chunk stored after the pass read the table is still there ...
+            assert await pool.fetchval("SELECT array_agg(chunk_no) FROM scheduled_chunks") == [1]
+            assert await Scheduler(pool, producer).fire_due() == 1  # ... and goes out next
         assert await pool.fetchval("SELECT count(*) FROM scheduled_chunks") == 0
     assert await published(isolated) == 2
