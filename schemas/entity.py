@@ -148,8 +148,10 @@ class ModelRowReader:
                 custom[name] = value
             else:
                 fields[name] = value
-        if custom:
-            fields["custom_fields"] = {**(fields.get("custom_fields") or {}), **custom}
+        given = fields.get("custom_fields")
+        # A given custom_fields that is not an object stays as it is: it fails validation.
+        if custom and (given is None or isinstance(given, dict)):
+            fields["custom_fields"] = {**(given or {}), **custom}
         return fields
 
     def display_key(self, row: JsonRow) -> str:

@@ -175,6 +175,31 @@ async def test_validation_failures_name_the_field(pool: asyncpg.Pool) -> None:
     assert stored["custom_fields"] == {"Shoe Size": "44"}
 
 
+async def test_custom_fields_that_are_not_an_object_fail_their_row_only(
+    pool: asyncpg.Pool,
+) -> None:
+    """Beside an unmapped column (which goes to custom_fields) too; other accounts unaffected."""
+    acct, other = account(), account()
+    action_id, other_action = await new_action(pool, acct, 3), await new_action(pool, other, 1)
+    rows = [
+        {"email": "a@example.com", "custom_fields": "size=44", "Shoe Size": "44"},
+        {"email": "b@example.com", "custom_fields": ["44"]},
+        {"email": "c@example.com", "custom_fields": {"size": "44"}, "Shoe Size": "45"},
+    ]
+    mine, theirs = await BatchProcessor(pool).process(
+        [
+            chunk(action_id, acct, 0, 1, rows),
+            chunk(other_action, other, 0, 1, [{"email": "d@example.com"}]),
+        ]
+    )
+    assert mine.codes == "ffc"
+    assert [mine.problems[i].reason for i in (0, 1)] == ["invalid_custom_fields"] * 2
+    assert mine.keys == ["a@example.com", "b@example.com", "c@example.com"]
+    assert theirs.codes == "c"
+    stored = await pool.fetchval("SELECT custom_fields FROM contacts WHERE account_id = $1", acct)
+    assert stored == {"size": "44", "Shoe Size": "45"}
+
+
 async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
     acct = account()
     processor = BatchProcessor(pool)
