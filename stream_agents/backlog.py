@@ -60,6 +60,8 @@ class BacklogDrainer:
                     continue  # another process drains this account
                 try:
                     applied |= await self._drain_account(key, allowance)
+                except Exception:  # the next accounts still drain: one must not stall them
+                    log.exception("draining account %s failed; trying again next pass", key)
                 finally:
                     await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
         return applied

@@ -119,6 +119,29 @@ def database(local_services: Settings, settings: Settings) -> Iterator[Settings]
     asyncio.run(delete_topics(settings))
 
 
+@pytest.fixture
+async def isolated(database: Settings) -> AsyncIterator[Settings]:
+    """A database and topic prefix of the test's own: no background task of the session
+    server (scheduler, backlog drainer) sees what the test stores there."""
+    name = f"bulkflow_iso_{uuid.uuid4().hex[:8]}"
+    dsn = urlsplit(database.postgres_dsn.get_secret_value())
+    settings = database.model_copy(
+        update={
+            "postgres_dsn": SecretStr(urlunsplit(dsn._replace(path=f"/{name}"))),
+            "topic_prefix": f"{database.topic_prefix}iso-{uuid.uuid4().hex[:6]}.",
+        }
+    )
+    admin = await asyncpg.connect(database.postgres_dsn.get_secret_value())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await migrate_postgres(settings)
+        await ensure_topics(settings)
+        yield settings
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def delete_topics(settings: Settings) -> None:
     """The run's topics (every name with its prefix), so runs leave the broker as they found it."""
     client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

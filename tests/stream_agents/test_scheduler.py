@@ -1,54 +1,26 @@
 """The scheduler fires due actions once, also when every process was down at the due time.
 
-Its own database, so the session server's scheduler never sees these actions.
+In a database of their own (``isolated``): the session server's scheduler never sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import SecretStr
 
 from bulkflow import constants
 from bulkflow.database import connect_pool
-from bulkflow.migrations import migrate_postgres
 from bulkflow.producer import ChunkProducer, Publisher
 from bulkflow.settings import Settings
-from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
 from schemas.bulk_action import ActionOptions
 from schemas.messages import Chunk
 from stream_agents.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def isolated(database: Settings) -> AsyncIterator[Settings]:
-    name = f"bulkflow_sched_{uuid.uuid4().hex[:8]}"
-    dsn = urlsplit(database.postgres_dsn.get_secret_value())
-    settings = database.model_copy(
-        update={
-            "postgres_dsn": SecretStr(urlunsplit(dsn._replace(path=f"/{name}"))),
-            "topic_prefix": f"{database.topic_prefix}sched-{uuid.uuid4().hex[:6]}.",
-        }
-    )
-    admin = await asyncpg.connect(database.postgres_dsn.get_secret_value())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await migrate_postgres(settings)
-        await ensure_topics(settings)
-        yield settings
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def published(settings: Settings) -> int:
