@@ -38,6 +38,8 @@ from stream_agents.errors import ConcurrentWrite, RetriesExhausted, is_transient
 log = logging.getLogger(__name__)
 
 ChunkKey = tuple[str, int]
+#: Statements a round's rows get again when their write lost to another (see _apply_round).
+_REAPPLY = 2
 
 
 @dataclass(slots=True)
@@ -292,6 +294,7 @@ class BatchProcessor:
         entity: Entity,
         rows: list[_Staged],
         results: dict[ChunkKey, ChunkResult],
+        again: int = _REAPPLY,
     ) -> None:
         if self._inserts.worth_trying(rows):
             rows = await self._insert_new(conn, entity, rows, results)
@@ -311,13 +314,13 @@ class BatchProcessor:
             for seq, s in enumerate(rows)
         ]
         query = sql.postgres(entity.apply_query)
+        lost: list[_Staged] = []
         for record in await conn.fetch(query, staged_rows, rows[0].match_on):
             staged = rows[record["seq"]]
             code, reason = record["code"], record["reason"]
             if code == "r":
-                raise ConcurrentWrite(
-                    f"{entity.name} {staged.row.display_key} written concurrently"
-                )
+                lost.append(staged)
+                continue
             result = results[staged.chunk]
             result.codes[staged.index_in_chunk] = code
             if reason:
@@ -325,6 +328,14 @@ class BatchProcessor:
                 result.problems[staged.index_in_chunk] = RowProblem(
                     reason, _message(entity, reason, related), related
                 )
+        if lost:
+            # Their write lost to one the statement's snapshot did not show: a row
+            # of the same statement (two new rows sharing a unique value besides
+            # the match key) or another consumer's commit. The next statement
+            # sees it and decides (a conflict, or an update), before later rounds.
+            if again == 0:
+                raise ConcurrentWrite(f"{entity.name} {lost[0].row.display_key} keeps changing")
+            await self._apply_round(conn, entity, lost, results, again - 1)
 
     async def _insert_new(
         self,

@@ -12,8 +12,9 @@
 -- custom_fields]. $2: match_on ('email', 'external_id' or 'id': one value
 -- for the round).
 --
--- Code 'r' means a concurrent writer got in between our read and our write:
--- the caller retries the batch.
+-- Code 'r' means another write got in between our read and our write (a
+-- staged row of this statement, or a concurrent commit): the caller applies
+-- the row again in a new statement, which sees it.
 WITH staged AS MATERIALIZED (
     SELECT (r->>0)::int AS seq, r->>1 AS account_id, (r->>2)::uuid AS action_id,
            (r->>3)::int AS row_no, r->>4 AS op, (r->>5)::bigint AS match_id,

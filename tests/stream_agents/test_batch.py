@@ -200,6 +200,31 @@ async def test_custom_fields_that_are_not_an_object_fail_their_row_only(
     assert stored == {"size": "44", "Shoe Size": "45"}
 
 
+async def test_two_new_rows_with_one_external_id_in_one_statement(pool: asyncpg.Pool) -> None:
+    """The second fails as taken, also when both go through the one-statement apply.
+
+    That statement checks conflicts on one snapshot, so it cannot see its own
+    first insert: the refused row is applied again, not the batch retried.
+    """
+    acct = account()
+    existing = [{"email": f"old{i}@example.com"} for i in range(4)]
+    await BatchProcessor(pool).process(
+        [chunk(await new_action(pool, acct, 4), acct, 0, 1, existing)]
+    )
+    processor = BatchProcessor(pool)
+    action_id = await new_action(pool, acct, 6)
+    # Mostly existing contacts: the action's next rows skip the insert fast path.
+    await processor.process([chunk(action_id, acct, 0, 1, existing)])
+    shared = [
+        {"email": "new1@example.com", "external_id": "X-1"},
+        {"email": "new2@example.com", "external_id": "X-1"},
+    ]
+    [out] = await processor.process([chunk(action_id, acct, 1, 5, shared)])
+    assert out.codes == "cf"
+    assert out.problems[1].reason == "external_id_taken"
+    assert (await counts(pool, action_id))["status"] == "completed"
+
+
 async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
     acct = account()
     processor = BatchProcessor(pool)
