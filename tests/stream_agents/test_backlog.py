@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import cast
 
 import pytest
