@@ -68,6 +68,14 @@ class _Staged(NamedTuple):  # one per row: immutable and cheap to make, like Pre
     row: Prepared
 
 
+class _Group(NamedTuple):
+    """Staged rows of consecutive chunks with one entity and match field."""
+
+    entity: str
+    match_on: str
+    rows: list[_Staged]
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -211,9 +219,13 @@ class BatchProcessor:
 
     def _stage(
         self, chunks: list[Chunk], statuses: dict[str, str], results: dict[ChunkKey, ChunkResult]
-    ) -> dict[tuple[str, str], list[_Staged]]:
-        """Validate the chunks' rows; one group per entity and match field, in order."""
-        staged: dict[tuple[str, str], list[_Staged]] = defaultdict(list)
+    ) -> list[_Group]:
+        """Validate the chunks' rows; a group per run of chunks with one entity and match field.
+
+        Runs, not one group per entity and match field: the groups are applied
+        one after the other, and a later action's rows must not go first.
+        """
+        staged: list[_Group] = []
         for chunk in chunks:
             if statuses[chunk.action_id] == "cancelled":
                 for index in range(len(chunk.rows)):
@@ -225,13 +237,13 @@ class BatchProcessor:
     async def _write(
         self,
         conn: asyncpg.Connection,
-        staged: dict[tuple[str, str], list[_Staged]],
+        staged: list[_Group],
         results: dict[ChunkKey, ChunkResult],
         isolate: bool,
     ) -> None:
-        for (name, _), rows in staged.items():
-            entity = self._entities[name]
-            for round_rows in _rounds(rows, results, entity):
+        for group in staged:
+            entity = self._entities[group.entity]
+            for round_rows in _rounds(group.rows, results, entity):
                 if isolate:
                     for row in round_rows:
                         await self._apply_alone(conn, entity, row, results)
@@ -259,9 +271,7 @@ class BatchProcessor:
             message += f" ({detail})" if detail else ""
             results[row.chunk].fail(row.index_in_chunk, RowProblem(reason, message[:500]))
 
-    def _prepare(
-        self, chunk: Chunk, result: ChunkResult, staged: dict[tuple[str, str], list[_Staged]]
-    ) -> None:
+    def _prepare(self, chunk: Chunk, result: ChunkResult, staged: list[_Group]) -> None:
         entity = self._entities.get(chunk.entity)
         if entity is None:
             problem = RowProblem("unknown_entity", f"no entity named {chunk.entity!r}")
@@ -273,7 +283,9 @@ class BatchProcessor:
         reader = entity.reader(options, chunk.action)
         keys = result.keys = [""] * len(chunk.rows)
         # Per-chunk values out of the loop: it runs once per row.
-        stage = staged[entity.name, match_on].append
+        if not staged or (staged[-1].entity, staged[-1].match_on) != (entity.name, match_on):
+            staged.append(_Group(entity.name, match_on, []))
+        stage = staged[-1].rows.append
         broken, prepare = chunk.broken, reader.prepare
         key, account_id, action_id, op = chunk.key, chunk.account_id, chunk.action_id, chunk.action
         row_no = chunk.first_row_no

@@ -225,6 +225,33 @@ async def test_two_new_rows_with_one_external_id_in_one_statement(pool: asyncpg.
     assert (await counts(pool, action_id))["status"] == "completed"
 
 
+async def test_actions_matching_on_different_fields_keep_their_order(pool: asyncpg.Pool) -> None:
+    """One batch: the later action's write to a contact wins, whatever each matches on."""
+    acct = account()
+    seed = [{"email": "e@example.com", "external_id": "X-1", "first_name": "seed"}]
+    await BatchProcessor(pool).process([chunk(await new_action(pool, acct, 1), acct, 0, 1, seed)])
+    first, second, third = [await new_action(pool, acct, 1, "update") for _ in range(3)]
+    by_external_id = Chunk(
+        second,
+        acct,
+        "contact",
+        "update",
+        0,
+        1,
+        [{"external_id": "X-1", "first_name": "second"}],
+        {"match_on": "external_id"},
+    )
+    await BatchProcessor(pool).process(
+        [
+            chunk(first, acct, 0, 1, [{"email": "other@example.com"}], "update"),
+            by_external_id,
+            chunk(third, acct, 0, 1, [{"email": "e@example.com", "first_name": "third"}], "update"),
+        ]
+    )
+    name = await pool.fetchval("SELECT first_name FROM contacts WHERE account_id = $1", acct)
+    assert name == "third"
+
+
 async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
     acct = account()
     processor = BatchProcessor(pool)
