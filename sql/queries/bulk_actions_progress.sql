@@ -1,6 +1,7 @@
 -- Adds one batch's outcomes to the counts of its actions and moves their status:
--- queued -> running on the first rows, -> completed once every row is counted
--- (a CSV's total is known only when its upload ends: see bulk_actions_seal).
+-- queued -> running on the first rows, -> completed (paused ones too) once
+-- every row is counted (a CSV's total is known only when its upload ends: see
+-- bulk_actions_seal).
 -- started_at is the first batch's transaction start (now()), finished_at the
 -- wall clock at the end of the last one, so even a one-batch action has a duration.
 -- The clock is read once per batch: actions completed by the same batch share
@@ -13,9 +14,13 @@ SET processed_rows = a.processed_rows + p.processed,
     skipped        = a.skipped + p.skipped,
     started_at     = coalesce(a.started_at, now()),
     resumes_at     = NULL,
+    -- A pause that came while the last rows were on their way has nothing
+    -- left to hold: the action completes (resuming it would never end it).
     status         = CASE
-                         WHEN a.status NOT IN ('queued', 'running', 'throttled') THEN a.status
+                         WHEN a.status NOT IN ('queued', 'running', 'throttled', 'paused')
+                             THEN a.status
                          WHEN a.processed_rows + p.processed >= a.total_rows THEN 'completed'
+                         WHEN a.status = 'paused' THEN 'paused'
                          ELSE 'running'
                      END,
     finished_at    = CASE

@@ -2,8 +2,10 @@
 -- row, the action completes here (whichever of the two updates comes last).
 UPDATE bulk_actions
 SET total_rows  = $2,
-    status      = CASE WHEN status IN ('queued', 'running', 'throttled') AND processed_rows >= $2
+    status      = CASE WHEN status IN ('queued', 'running', 'throttled', 'paused')
+                            AND processed_rows >= $2
                        THEN 'completed' ELSE status END,
-    finished_at = CASE WHEN status IN ('queued', 'running', 'throttled') AND processed_rows >= $2
+    finished_at = CASE WHEN status IN ('queued', 'running', 'throttled', 'paused')
+                            AND processed_rows >= $2
                        THEN now() ELSE finished_at END
 WHERE id = $1

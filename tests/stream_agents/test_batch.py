@@ -252,6 +252,16 @@ async def test_actions_matching_on_different_fields_keep_their_order(pool: async
     assert name == "third"
 
 
+async def test_an_action_paused_during_its_last_rows_completes(pool: asyncpg.Pool) -> None:
+    acct = account()
+    action_id = await new_action(pool, acct, 2)
+    processor = BatchProcessor(pool)
+    await processor.process([chunk(action_id, acct, 0, 1, [{"email": "a@example.com"}])])
+    await pool.execute("UPDATE bulk_actions SET status = 'paused' WHERE id = $1", action_id)
+    await processor.process([chunk(action_id, acct, 1, 2, [{"email": "b@example.com"}])])
+    assert (await counts(pool, action_id))["status"] == "completed"
+
+
 async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
     acct = account()
     processor = BatchProcessor(pool)
