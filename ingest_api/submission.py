@@ -137,7 +137,9 @@ class Submitter:
         except KafkaError as exc:
             await self._abandon(record, publisher, "publish_failed", str(exc))
             raise Unavailable(
-                "the message broker is unavailable; the action was not queued"
+                "the message broker is unavailable; the upload stopped (the rows sent before "
+                "are applied, and retrying with the same Idempotency-Key uploads again)",
+                {"action_id": str(record["id"]), "published_rows": publisher.published_rows},
             ) from exc
         if seal:
             await self._store.seal(record["id"], publisher.published_rows)
