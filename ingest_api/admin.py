@@ -26,13 +26,16 @@ class Limits(BaseModel):
 class Admin:
     def __init__(self, pool: asyncpg.Pool, token: str | None) -> None:
         self._pool = pool
-        self._token = token
+        # Compared as bytes: compare_digest refuses non-ASCII str, and a header
+        # may carry any byte.
+        self._token = token.encode() if token is not None else None
 
     def check(self, request: Request) -> None:
         if self._token is None:
             raise Forbidden("the admin API is disabled (set BULKFLOW_ADMIN_TOKEN)")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._token):
+        offered = token.strip().encode("latin-1")  # the header's bytes, as Starlette decoded them
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, self._token):
             raise Unauthorized("an admin token is required")
 
     async def set_limits(self, request: Request) -> Response:

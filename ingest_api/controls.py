@@ -12,10 +12,12 @@ from starlette.routing import Route
 
 from bulkflow import sql
 from ingest_api.actions import view
-from ingest_api.errors import Conflict, InvalidJson, JsonResponse, NotFound
-from ingest_api.routes import caller, owned
+from ingest_api.errors import Conflict, JsonResponse, NotFound
+from ingest_api.routes import ApiResources, caller, owned, read_json
 from ingest_api.validation import parse
 from schemas.bulk_action import Reschedule
+
+_MAX_RESCHEDULE_BODY = 4 * 1024  # bytes: {"scheduled_for": ...} needs well under 100
 
 _ALLOWED_FROM = {
     "cancel": "scheduled, queued, running, throttled or paused",
@@ -25,8 +27,9 @@ _ALLOWED_FROM = {
 }
 
 
-async def _change(request: Request, change: str, *args: object) -> Response:
-    resources, account = await caller(request)
+async def _change(
+    request: Request, resources: ApiResources, account: str, change: str, *args: object
+) -> Response:
     record = await owned(request, resources, account)
     changed = await resources.store.pool.fetchval(
         sql.postgres(f"bulk_actions_{change}"), record["id"], account, *args
@@ -43,24 +46,26 @@ async def _change(request: Request, change: str, *args: object) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    return await _change(request, "cancel")
+    resources, account = await caller(request)
+    return await _change(request, resources, account, "cancel")
 
 
 async def pause(request: Request) -> Response:
-    return await _change(request, "pause")
+    resources, account = await caller(request)
+    return await _change(request, resources, account, "pause")
 
 
 async def resume(request: Request) -> Response:
-    return await _change(request, "resume")
+    resources, account = await caller(request)
+    return await _change(request, resources, account, "resume")
 
 
 async def reschedule(request: Request) -> Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidJson("the body is not valid JSON") from None
+    # The caller first: an unknown or over-limit caller's body is never read.
+    resources, account = await caller(request)
+    body = await read_json(request, _MAX_RESCHEDULE_BODY)
     change = parse(Reschedule, body, "the new schedule is invalid")
-    return await _change(request, "reschedule", change.scheduled_for)
+    return await _change(request, resources, account, "reschedule", change.scheduled_for)
 
 
 control_routes = [

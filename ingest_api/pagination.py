@@ -1,27 +1,52 @@
-"""Opaque cursors: the position after the last item of a page, base64url of JSON."""
+"""Opaque cursors: the position after the last item of a page, base64url of JSON.
+
+A cursor comes back from the client, so it is input like any other: each kind
+has a typed shape, and one that does not fit is a 422, never a failure deeper down.
+"""
 
 from __future__ import annotations
 
 import base64
-import binascii
-from typing import Any
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID
 
-import orjson
+from pydantic import AwareDatetime, ConfigDict, TypeAdapter
 
 from ingest_api.errors import ValidationFailed
+from schemas.bulk_action import RowNo
+
+Position = TypeVar("Position")
+
+# Strict: a cursor is only what we wrote, so no coercion (``true`` is not row 1).
+_STRICT = ConfigDict(strict=True)
 
 
-def encode_cursor(position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
+class Cursor(Generic[Position]):
+    """One kind of cursor: its position's shape, encoded and decoded."""
+
+    def __init__(self, shape: TypeAdapter[Position]) -> None:
+        self._shape = shape
+
+    def encode(self, position: Position) -> str:
+        return base64.urlsafe_b64encode(self._shape.dump_json(position)).decode().rstrip("=")
+
+    def decode(self, cursor: str) -> Position:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            return self._shape.validate_json(raw)
+        # Bad base64 (binascii.Error), non-ASCII text, a shape that does not fit
+        # (ValidationError): all are ValueErrors.
+        except ValueError:
+            raise ValidationFailed(
+                "the cursor is not valid", [{"loc": ["cursor"], "msg": "not a cursor"}]
+            ) from None
 
 
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        position = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError):
-        position = None
-    if not isinstance(position, list):
-        raise ValidationFailed(
-            "the cursor is not valid", [{"loc": ["cursor"], "msg": "not a cursor"}]
-        )
-    return position
+#: ``GET /v1/bulk-actions``: the created_at and id of the last action on the page.
+ACTIONS_CURSOR: Cursor[tuple[datetime, UUID]] = Cursor(
+    TypeAdapter(tuple[AwareDatetime, UUID], config=_STRICT)
+)
+
+#: ``GET /v1/bulk-actions/{id}/logs``: the row_no of the last row on the page.
+LOGS_CURSOR: Cursor[tuple[int]] = Cursor(TypeAdapter(tuple[RowNo], config=_STRICT))

@@ -6,7 +6,6 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,12 +27,18 @@ from ingest_api.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ingest_api.pagination import decode_cursor, encode_cursor
+from ingest_api.pagination import ACTIONS_CURSOR, LOGS_CURSOR
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits
 from ingest_api.submission import Submitter
 from ingest_api.validation import parse
-from schemas.bulk_action import BulkActionRequest, CsvParameters, ListFilters, LogFilters
+from schemas.bulk_action import (
+    STATUSES,
+    BulkActionRequest,
+    CsvParameters,
+    ListFilters,
+    LogFilters,
+)
 
 _UPLOAD_BLOCK = 64 * 1024  # bytes read at a time from a multipart file part
 _MAX_IDEMPOTENCY_KEY = 255  # characters
@@ -112,12 +117,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _submit_json(request: Request, resources: ApiResources, account: str) -> Created:
-    raw = await _read_body(request, constants.MAX_JSON_BODY_BYTES)
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, read only up to ``limit`` bytes (413 beyond, 400 if not JSON).
+
+    Call it after :func:`caller`: a body is worth reading only for a known,
+    allowed caller.
+    """
+    raw = await _read_body(request, limit)
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+
+
+async def _submit_json(request: Request, resources: ApiResources, account: str) -> Created:
+    data = await read_json(request, constants.MAX_JSON_BODY_BYTES)
     body = parse(BulkActionRequest, data, "the bulk action is invalid")
     fingerprint = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return await resources.submitter.submit_rows(
@@ -187,18 +201,12 @@ async def _submit_multipart(request: Request, resources: ApiResources, account: 
 async def list_bulk_actions(request: Request) -> Response:
     resources, account = await caller(request)
     filters = parse(ListFilters, dict(request.query_params), "the filters are invalid")
-    after = None
-    if filters.cursor:
-        position = decode_cursor(filters.cursor)
-        try:
-            after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
-        except (IndexError, TypeError, ValueError):
-            raise ValidationFailed("the cursor is not valid") from None
+    after = ACTIONS_CURSOR.decode(filters.cursor) if filters.cursor else None
     records = await resources.store.page(account, filters, after)
     cursor = None
     if len(records) == filters.limit:
         last = records[-1]
-        cursor = encode_cursor([last["created_at"].isoformat(), str(last["id"])])
+        cursor = ACTIONS_CURSOR.encode((last["created_at"], last["id"]))
     return JsonResponse(
         {
             "data": [view(r, resources.rows_per_minute).model_dump(mode="json") for r in records],
@@ -210,9 +218,8 @@ async def list_bulk_actions(request: Request) -> Response:
 async def summary(request: Request) -> Response:
     resources, account = await caller(request)
     counts = await resources.store.summary(account)
-    statuses = ("queued", "running", "completed", "failed")
     return JsonResponse(
-        {"total": sum(counts.values()), "by_status": {s: counts.get(s, 0) for s in statuses}}
+        {"total": sum(counts.values()), "by_status": {s: counts.get(s, 0) for s in STATUSES}}
     )
 
 
@@ -238,14 +245,9 @@ async def get_bulk_action_logs(request: Request) -> Response:
             await prefetched(resources.reports.all_logs(account, record["id"], filters)),
             media_type="application/x-ndjson",
         )
-    after = 0
-    if filters.cursor:
-        position = decode_cursor(filters.cursor)
-        if len(position) != 1 or not isinstance(position[0], int):
-            raise ValidationFailed("the cursor is not valid")
-        after = position[0]
+    after = LOGS_CURSOR.decode(filters.cursor)[0] if filters.cursor else 0
     rows = await resources.reports.logs(account, record["id"], filters, after, filters.limit)
-    cursor = encode_cursor([rows[-1].row_no]) if len(rows) == filters.limit else None
+    cursor = LOGS_CURSOR.encode((rows[-1].row_no,)) if len(rows) == filters.limit else None
     return JsonResponse({"data": [r.model_dump(mode="json") for r in rows], "next_cursor": cursor})
 
 

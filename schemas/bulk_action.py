@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
@@ -16,6 +16,11 @@ ActionKind = Literal["create", "update", "upsert", "delete"]
 Status = Literal[
     "scheduled", "queued", "running", "throttled", "paused", "completed", "cancelled", "failed"
 ]
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+ROW_NO_MAX = 2**32 - 1  # ClickHouse keeps row_no as UInt32 and would wrap a larger number
+#: A 1-based data row number, as far as ClickHouse can hold it.
+RowNo = Annotated[int, Field(ge=1, le=ROW_NO_MAX)]
 
 
 _SEPARATORS = re.compile(r"[\s_-]+")
@@ -163,8 +168,8 @@ class LogFilters(BaseModel):
 
     outcome: Literal["succeeded", "failed", "skipped"] | None = None
     reason: str | None = None
-    row_from: int = Field(default=1, ge=1)
-    row_to: int = Field(default=2**32 - 1, ge=1, le=2**32 - 1)
+    row_from: RowNo = 1
+    row_to: RowNo = ROW_NO_MAX
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = None
 

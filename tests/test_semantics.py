@@ -257,9 +257,13 @@ async def test_list_with_cursor_to_the_end_and_summary(
     assert summary == {
         "total": 5,
         "by_status": {
+            "scheduled": 0,
             "queued": 0,
             "running": 0,
+            "throttled": 0,
+            "paused": 0,
             "completed": 5,
+            "cancelled": 0,
             "failed": 0,
         },
     }
