@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 
 import asyncpg
@@ -39,6 +40,43 @@ def check_options(entity_name: str, action: str, options: ActionOptions) -> None
         raise ValidationFailed("the options do not fit this entity and action", problems)
 
 
+def colliding_columns(
+    entity_name: str, options: ActionOptions, columns: Iterable[str]
+) -> list[str]:
+    """Columns that name a field another of the columns names too (after the mapping).
+
+    Only the entity's own fields collide: other columns keep their own names
+    in custom_fields.
+    """
+    entity = ENTITIES[entity_name]
+    known = {*entity.fields, *entity.match_fields}
+    mapping = options.normalised_mapping()
+    by_field: dict[str, list[str]] = defaultdict(list)
+    for column in columns:
+        key = column_key(column)
+        by_field[mapping.get(key, key)].append(column)
+    return [
+        c for field, named in by_field.items() if field in known and len(named) > 1 for c in named
+    ]
+
+
+def _check_json_columns(
+    entity: str, options: ActionOptions, columns: list[str], rows: list[JsonRow]
+) -> None:
+    """Refuse a row that gives one field twice (``Email`` and ``email``): which would win?"""
+    colliding = set(colliding_columns(entity, options, columns))
+    if not colliding:  # the usual case: no row needs a look
+        return
+    problems = []
+    for index, row in enumerate(rows):
+        if same := colliding_columns(entity, options, [c for c in row if c in colliding]):
+            problems.append(
+                {"loc": ["rows", index], "msg": f"columns {', '.join(same)} name one field"}
+            )
+    if problems:
+        raise ValidationFailed("rows give a field more than once", problems[:20])
+
+
 class Submitter:
     def __init__(self, store: ActionStore, producer: ChunkProducer) -> None:
         self._store = store
@@ -55,6 +93,8 @@ class Submitter:
         scheduled_for: datetime | None = None,
     ) -> Created:
         check_options(entity, action, options)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        _check_json_columns(entity, options, columns, rows)
         created = await self._store.create(
             scheduled_for=scheduled_for,
             account_id=account_id,
@@ -63,7 +103,7 @@ class Submitter:
             source="json",
             options=options,
             total_rows=len(rows),
-            columns=list(dict.fromkeys(key for row in rows for key in row)),
+            columns=columns,
             idempotency=idempotency,
         )
         if created.replayed:
@@ -161,6 +201,10 @@ def _check_header(entity: str, options: ActionOptions, header: list[str]) -> Non
     match_on = options.match_on or ENTITIES[entity].identifier
     mapping = options.normalised_mapping()
     fields = {mapping.get(key, key) for key in map(column_key, header)}
+    if colliding := colliding_columns(entity, options, header):
+        raise InvalidCsv(
+            "invalid_header", f"columns {', '.join(colliding)} name one field (with the mapping)"
+        )
     if match_on not in fields:
         raise InvalidCsv(
             "missing_identifier_column",

@@ -106,6 +106,35 @@ async def test_headers_name_fields_as_people_write_them(
     )
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == "invalid_header"
+    # Two columns that name one field only through the mapping.
+    mapped = await api.post(
+        "/v1/bulk-actions",
+        params={"entity": "contact", "action": "upsert", "mapping": '{"E-mail": "email"}'},
+        content=b"E-mail,Email\nbo@example.com,other@example.com\n",
+        headers={**tenant.headers, "content-type": "text/csv"},
+    )
+    assert mapped.status_code == 422, mapped.text
+    assert mapped.json()["error"]["code"] == "invalid_header"
+    assert "E-mail, Email" in mapped.json()["error"]["message"]
+
+
+async def test_json_rows_that_give_a_field_twice_are_refused(
+    api: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    rows = [
+        {"email": "a@example.com", "Email": "b@example.com"},
+        {"email": "c@example.com", "First Name": "C"},  # another row's key: no collision
+        {"Email": "d@example.com", "first_name": "D"},
+    ]
+    response = await api.post(
+        "/v1/bulk-actions",
+        json={"entity": "contact", "action": "upsert", "rows": rows},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_failed"
+    assert error["details"] == [{"loc": ["rows", 0], "msg": "columns email, Email name one field"}]
 
 
 async def test_duplicates_across_chunks(api: httpx.AsyncClient, tenant: Tenant) -> None:
