@@ -331,7 +331,10 @@ async def _run(
                 if await _recorded(client, ids) >= workload.rows:
                     marks.setdefault("first", now)
                     await uploading
-                    cpu = _cpu_use(fleet, cpu_before, busy_before, now, workload.rows)
+                    # Over the interval the CPU counters cover: from the start until now.
+                    cpu = _cpu_use(
+                        fleet, cpu_before, busy_before, time.monotonic() - started, workload.rows
+                    )
                     return {**marks, "ids": [i for i, _ in ids], "done": now, "cpu": cpu}
             await asyncio.sleep(POLL)
     finally:

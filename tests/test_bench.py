@@ -53,7 +53,8 @@ def test_a_small_bench_run_reports_verified_numbers(
     assert sorted(name.split("#")[0] for name in memory) == ["agents", "api", "sink"]
     assert all(m["rss_mb"] > 0 for m in memory.values())
     cpu = report["pipeline"]["cpu"]
-    assert 0 < cpu["busy_cores"] <= cpu["cores"]
+    # /proc/stat counts 10 ms ticks per core: a second's run may read a little over.
+    assert 0 < cpu["busy_cores"] <= cpu["cores"] * 1.1
     per_row = cpu["us_per_row"]
     assert set(per_row) == {*memory, "rest of the machine", "all"}
     processes = [per_row[name] for name in memory]
