@@ -12,6 +12,8 @@ ROWS_PER_CHUNK: Final = 500  # rows per Kafka message
 MAX_JSON_ROWS: Final = 10_000  # rows per JSON request
 MAX_JSON_BODY_BYTES: Final = 32 * 1024 * 1024  # bytes per JSON request
 MAX_FIELD_BYTES: Final = 64 * 1024  # characters per CSV field
+#: Characters per CSV record, all its lines: what the reader holds for one row.
+MAX_RECORD_CHARS: Final = 16 * MAX_FIELD_BYTES
 MAX_CSV_COLUMNS: Final = 200  # columns per CSV header
 
 # Agents.

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import csv
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from ingest_api.csv_reader import CsvFormat, CsvReader, CsvRejected, RowBlock
+from bulkflow import constants
+from ingest_api.csv_reader import MAX_RECORD_CHARS, CsvFormat, CsvReader, CsvRejected, RowBlock
+from schemas.messages import Chunk
 
 pytestmark = pytest.mark.anyio
+
+BIG_PIECE = 64 * 1024  # bytes per body piece for large inputs, as a request would send
 
 
 async def body(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
@@ -18,10 +23,16 @@ async def body(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
 
 
 async def read(
-    data: bytes, fmt: CsvFormat | None = None, rows_per_block: int = 2
+    data: bytes, fmt: CsvFormat | None = None, rows_per_block: int = 2, piece: int = 7
 ) -> tuple[list[str], list[RowBlock]]:
-    async with CsvReader(body(data), fmt or CsvFormat(), rows_per_block) as reader:
+    async with CsvReader(body(data, piece), fmt or CsvFormat(), rows_per_block) as reader:
         return reader.header, [block async for block in reader.blocks()]
+
+
+async def rejection(data: bytes, piece: int = 7) -> CsvRejected:
+    with pytest.raises(CsvRejected) as raised:
+        await read(data, piece=piece)
+    return raised.value
 
 
 def rows_of(blocks: list[RowBlock]) -> list[tuple[int, dict[str, str]]]:
@@ -52,13 +63,15 @@ async def test_legacy_encoding_and_delimiter() -> None:
     assert rows_of(blocks) == [(1, {"email": "z@x.io", "name": "Zoë Müller"})]
 
 
+BROKEN_ROWS = (
+    b"email,name\na@x.io,A\nb@x.io,B,extra\n\xff\xfe@x.io,C\nd@x.io,"
+    + b"x" * 70_000
+    + b"\ne@x.io\n"
+)
+
+
 async def test_broken_rows_fail_alone() -> None:
-    data = (
-        b"email,name\na@x.io,A\nb@x.io,B,extra\n\xff\xfe@x.io,C\nd@x.io,"
-        + b"x" * 70_000
-        + b"\ne@x.io\n"
-    )
-    _, blocks = await read(data, rows_per_block=10)
+    _, blocks = await read(BROKEN_ROWS, rows_per_block=10)
     [block] = blocks
     assert block.rows[0] == {"email": "a@x.io", "name": "A"}
     assert block.broken[1].reason == "too_many_fields"
@@ -91,3 +104,94 @@ def test_format_is_checked_before_reading() -> None:
     assert raised.value.code == "unknown_encoding"
     with pytest.raises(CsvRejected):
         CsvFormat(delimiter="ab").validate()
+
+
+async def test_broken_rows_keep_their_values_for_the_export() -> None:
+    _, blocks = await read(BROKEN_ROWS, rows_per_block=10)
+    [block] = blocks
+    assert block.rows[1] == {"email": "b@x.io", "name": "B"}
+    assert block.broken[1].message == "3 fields for 2 header columns; beyond them: ['extra']"
+    assert block.rows[2] == {"email": "\ufffd\ufffd@x.io", "name": "C"}
+    # Cut to the field limit, and marked: sent back unchanged, it fails again.
+    assert block.rows[3] == {"email": "d@x.io", "name": "x" * constants.MAX_FIELD_BYTES + "\u2026"}
+    chunk = Chunk("a", "acc", "contact", "upsert", 0, 1, block.rows, broken=block.broken)
+    assert Chunk.from_bytes(chunk.to_bytes()).rows == block.rows  # JSON carries them
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"a@x.io," + b"x" * (8 << 20),  # one line, one field, no newline
+        b"a@x.io," + b"a," * (4 << 20),  # one line of many short fields
+        b'a@x.io,"' + b'\n","' * (2 << 20),  # many short lines, each a field, all quoted
+    ],
+    ids=["long-field", "many-fields", "many-quoted-lines"],
+)
+async def test_an_overlong_record_rejects_the_file_before_it_is_all_read(record: bytes) -> None:
+    sent = 0
+
+    async def counted(data: bytes) -> AsyncIterator[bytes]:
+        nonlocal sent
+        async for piece in body(data, BIG_PIECE):
+            sent += len(piece)
+            yield piece
+
+    data = b"email,name\n" + record + b"\nb@x.io,B\n"
+    with pytest.raises(CsvRejected) as raised:
+        async with CsvReader(counted(data), CsvFormat(), 2) as reader:
+            [block async for block in reader.blocks()]
+    assert raised.value.code == "record_too_long"
+    assert raised.value.message.startswith("row 1: longer than 1,048,576 characters")
+    # What memory held: the record's limit and the queued pieces, not the 8 MiB.
+    assert sent < MAX_RECORD_CHARS + 24 * BIG_PIECE
+
+
+async def test_a_quoted_field_past_the_record_limit_rejects_the_file() -> None:
+    """The review's case: read on, the field's lines would be taken for rows."""
+    data = b'email,note\na@x.io,"' + b"x\n" * 600_000 + b'"\nb@x.io,B\nc@x.io,C'
+    rejected = await rejection(data, BIG_PIECE)
+    assert rejected.code == "record_too_long"
+
+
+@pytest.fixture
+def small_field_limit() -> Iterator[None]:
+    """The csv module's own field limit, below the reader's record limit."""
+    previous = csv.field_size_limit(1_000)
+    yield
+    csv.field_size_limit(previous)
+
+
+@pytest.mark.usefixtures("small_field_limit")
+async def test_a_csv_syntax_error_rejects_the_rest_of_the_file() -> None:
+    data = b'email,note\na@x.io,A\nb@x.io,"' + b"x\n" * 1_000 + b'"\nc@x.io,C\n'
+    rejected = await rejection(data)
+    assert rejected.code == "invalid_csv"
+    assert rejected.message.startswith("row 2: field larger than field limit (1000)")
+
+
+@pytest.mark.parametrize(
+    ("data", "row"),
+    [
+        (b'email,name\na@x.io,"A\nb@x.io,B\nc@x.io,C\n', 1),
+        (b'email,name\na@x.io,A\n\nb@x.io,"B', 2),
+    ],
+)
+async def test_a_quote_open_at_the_end_of_the_file_rejects_it(data: bytes, row: int) -> None:
+    rejected = await rejection(data)
+    assert rejected.code == "unclosed_quote"
+    assert rejected.message == f"row {row}: a quoted field is not closed before the end of the file"
+
+
+async def test_a_quote_closed_at_the_end_of_the_file_is_a_row() -> None:
+    _, blocks = await read(b'email,name\na@x.io,"A\nB"')
+    assert rows_of(blocks) == [(1, {"email": "a@x.io", "name": "A\nB"})]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-16-be"])
+async def test_a_byte_order_mark_is_not_part_of_the_header(encoding: str) -> None:
+    text = '"email",name\r\na@x.io,A\r\n'
+    # The utf-16 codec writes its own mark (and drops it when reading).
+    data = text.encode(encoding) if encoding == "utf-16" else ("\ufeff" + text).encode(encoding)
+    header, blocks = await read(data, CsvFormat(encoding=encoding))
+    assert header == ["email", "name"]
+    assert rows_of(blocks) == [(1, {"email": "a@x.io", "name": "A"})]
