@@ -22,12 +22,14 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
 from bulkflow.fleet import free_port
 from bulkflow.local_services import Supervisor
 from bulkflow.migrations import migrate_postgres
+from bulkflow.rate_limit import TokenBucket
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
 from tests.support import Tenant, new_tenant
@@ -72,6 +74,16 @@ async def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     async with ClickHouse.open(f"chdb://{tmp_path_factory.mktemp('clickhouse')}") as client:
         await client.apply_migrations()
         yield client
+
+
+@pytest.fixture
+async def limiter(local_services: Settings) -> AsyncIterator[TokenBucket]:
+    """Token buckets in the local Redis, under a prefix of the test's own."""
+    redis = Redis.from_url(local_services.redis_url.get_secret_value())
+    try:
+        yield TokenBucket(redis, prefix=f"test:{uuid.uuid4().hex}:")
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from bulkflow.rate_limit import Rate, TokenBucket, row_rate
-from bulkflow.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def limiter(local_services: Settings) -> AsyncIterator[TokenBucket]:
-    redis = Redis.from_url(local_services.redis_url.get_secret_value())
-    try:
-        yield TokenBucket(redis, prefix=f"test:{uuid.uuid4().hex}:")
-    finally:
-        await redis.aclose()
 
 
 async def test_burst_then_refill_at_the_rate(limiter: TokenBucket) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
 import pytest
-from redis.asyncio import Redis
 
 from bulkflow import sql
 from bulkflow.database import connect_pool
@@ -31,17 +30,8 @@ class RecordingApplier:
         self.applied.extend(chunks)
 
 
-@pytest.fixture
-async def buckets(local_services: Settings) -> AsyncIterator[TokenBucket]:
-    redis = Redis.from_url(local_services.redis_url.get_secret_value())
-    try:
-        yield TokenBucket(redis, prefix=f"test:{uuid.uuid4().hex}:")
-    finally:
-        await redis.aclose()
-
-
 async def test_an_account_that_fails_to_drain_does_not_stall_the_next(
-    isolated: Settings, buckets: TokenBucket
+    isolated: Settings, limiter: TokenBucket
 ) -> None:
     async with connect_pool(isolated, size=4) as pool:
         bad_action, good_action = (
@@ -59,7 +49,7 @@ async def test_an_account_that_fails_to_drain_does_not_stall_the_next(
             [datetime.now(UTC)] * 2,
         )
         applier = RecordingApplier()
-        drainer = BacklogDrainer(pool, Throttle(pool, buckets, 10_000), cast(Applier, applier))
+        drainer = BacklogDrainer(pool, Throttle(pool, limiter, 10_000), cast(Applier, applier))
         assert await drainer.drain_once()
         assert applier.applied == [good]
         waiting = await pool.fetch("SELECT account_id FROM chunk_backlog ORDER BY account_id")
