@@ -37,8 +37,6 @@ _QUEUE_BLOCKS = 16  # request body blocks (~64 KiB each) waiting for the parser
 _QUEUE_PARSED = 4  # parsed blocks waiting for the producer
 _EOF = b""
 
-#: Sixteen fields at MAX_FIELD_BYTES: far beyond any contact or company.
-MAX_RECORD_CHARS = constants.MAX_RECORD_CHARS
 _CUT_MARK = "\u2026"  # ends a value cut for the export: it stays too long to re-import
 _EXTRA_SHOWN = 200  # characters of surplus fields quoted in a too_many_fields message
 # What errors="surrogateescape" makes of invalid bytes (and utf-7 of a lone
@@ -47,7 +45,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 # The csv module's limit is process-wide and MAX_RECORD_CHARS is checked before
 # the parser sees a line, so the module's own limit is never the one reached.
-csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS))
+csv.field_size_limit(max(csv.field_size_limit(), constants.MAX_RECORD_CHARS))
 
 
 class CsvRejected(Exception):
@@ -114,7 +112,7 @@ class _BodyReader(io.RawIOBase):
 
 
 class _Lines:
-    """The text's lines for csv.reader, at most MAX_RECORD_CHARS per record.
+    """The text's lines for csv.reader, at most MAX_RECORD_CHARS characters per record.
 
     csv.reader takes a whole line however long, and keeps taking lines while a
     quote is open: a line without a newline, or one stray quote, would otherwise
@@ -132,17 +130,17 @@ class _Lines:
         readline = self._readline
         # A byte-order mark the codec keeps (utf-8, utf-16-le, utf-16-be) is not
         # part of the first column name.
-        line = readline(MAX_RECORD_CHARS + 1).removeprefix("\ufeff")
+        line = readline(constants.MAX_RECORD_CHARS + 1).removeprefix("\ufeff")
         while line:
             self.used += len(line)
-            if self.used > MAX_RECORD_CHARS:
+            if self.used > constants.MAX_RECORD_CHARS:
                 raise _RecordUnreadable(
                     "record_too_long",
-                    f"longer than {MAX_RECORD_CHARS:,} characters"
+                    f"longer than {constants.MAX_RECORD_CHARS:,} characters"
                     " (is a quote opened in it never closed?)",
                 )
             yield line
-            line = readline(MAX_RECORD_CHARS + 1 - self.used)
+            line = readline(constants.MAX_RECORD_CHARS + 1 - self.used)
         if self.used:  # csv.reader asked for more of a record: a quoted field is open
             raise _RecordUnreadable(
                 "unclosed_quote", "a quoted field is not closed before the end of the file"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from bulkflow import constants
-from ingest_api.csv_reader import MAX_RECORD_CHARS, CsvFormat, CsvReader, CsvRejected, RowBlock
+from ingest_api.csv_reader import CsvFormat, CsvReader, CsvRejected, RowBlock
 from schemas.messages import Chunk
 
 pytestmark = pytest.mark.anyio
@@ -143,7 +143,7 @@ async def test_an_overlong_record_rejects_the_file_before_it_is_all_read(record:
     assert raised.value.code == "record_too_long"
     assert raised.value.message.startswith("row 1: longer than 1,048,576 characters")
     # What memory held: the record's limit and the queued pieces, not the 8 MiB.
-    assert sent < MAX_RECORD_CHARS + 24 * BIG_PIECE
+    assert sent < constants.MAX_RECORD_CHARS + 24 * BIG_PIECE
 
 
 async def test_a_quoted_field_past_the_record_limit_rejects_the_file() -> None:
