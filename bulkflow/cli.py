@@ -96,16 +96,17 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "list":
             letters = await dead_letters.list_pending(settings)
             for letter in letters:
-                chunk = letter.chunk
-                print(
-                    f"action {chunk.action_id} chunk {chunk.chunk_no} "
-                    f"rows {chunk.first_row_no}-{chunk.first_row_no + len(chunk.rows) - 1} "
-                    f"account {chunk.account_id}: {letter.error}"
-                )
+                print(letter.describe())
             print(f"{len(letters)} dead letters pending")
         else:
             async with connect_pool(settings, size=2) as pool:
-                print(f"replayed {await dead_letters.replay(settings, pool)} dead letters")
+                done = await dead_letters.replay(settings, pool)
+            for letter in done.undecodable:
+                print(f"not replayable: {letter.describe()}")
+            print(
+                f"replayed {done.replayed} chunks; {done.applied_meanwhile} had been applied "
+                f"meanwhile; {len(done.undecodable)} undecodable messages not replayable"
+            )
 
     asyncio.run(run())
     return 0

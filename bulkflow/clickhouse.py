@@ -95,6 +95,10 @@ class ClickHouse:
             applied.append(f"clickhouse: ensured {path.name}")
         return applied
 
+    async def ping(self) -> None:
+        """One round trip; raises while ClickHouse does not answer."""
+        await self._run(self._client.command, "SELECT 1")
+
     async def insert_json(self, table: str, lines: bytes) -> None:
         """Insert JSONEachRow data: ClickHouse parses it, no Python per row."""
         await self._run(self._client.raw_insert, table, insert_block=lines, fmt="JSONEachRow")

@@ -7,14 +7,38 @@ CHUNKS_TOPIC: Final = "bulkflow.chunks"  # rows of bulk actions, keyed by accoun
 OUTCOMES_TOPIC: Final = "bulkflow.outcomes"  # per-row outcomes, keyed by account
 DEAD_LETTERS_TOPIC: Final = "bulkflow.dead-letters"  # chunks whose retries ran out
 
+# Message sizes (bytes), bounded end to end. The project sets the topics'
+# max.message.bytes to MAX_MESSAGE_BYTES and its producers refuse more; what
+# it publishes is cut below that: a chunk at CHUNK_TARGET_BYTES of encoded
+# rows (or ROWS_PER_CHUNK rows), a single row at MAX_ROW_BYTES, an outcome
+# message at OUTCOME_TARGET_BYTES. A row at the limit, with its failure and
+# its input echoed in an outcome or a dead letter, still fits.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+CHUNK_TARGET_BYTES: Final = 1024 * 1024
+#: One row, encoded: a JSON row over it is refused (413), a CSV row over it
+#: fails alone (row_too_large). Twice this, the worst case of echoing a row's
+#: input inside an outcome message, is below MAX_MESSAGE_BYTES.
+MAX_ROW_BYTES: Final = 4 * 1024 * 1024
+OUTCOME_TARGET_BYTES: Final = 1024 * 1024
+SINK_INSERT_BYTES: Final = 8 * 1024 * 1024  # outcome messages per ClickHouse insert, at most
+
 # Ingest.
-ROWS_PER_CHUNK: Final = 500  # rows per Kafka message
+ROWS_PER_CHUNK: Final = 500  # rows per Kafka message, at most
 MAX_JSON_ROWS: Final = 10_000  # rows per JSON request
 MAX_JSON_BODY_BYTES: Final = 32 * 1024 * 1024  # bytes per JSON request
 MAX_FIELD_BYTES: Final = 64 * 1024  # characters per CSV field
 #: Characters per CSV record, all its lines: what the reader holds for one row.
 MAX_RECORD_CHARS: Final = 16 * MAX_FIELD_BYTES
 MAX_CSV_COLUMNS: Final = 200  # columns per CSV header
+#: An upload holds a lease on its action for this long (seconds), renewed
+#: every UPLOAD_LEASE_RENEW; a reaper in every process looks for lapsed ones
+#: every UPLOAD_REAP_EVERY. An upload whose process died ends within
+#: UPLOAD_LEASE + UPLOAD_REAP_EVERY seconds.
+UPLOAD_LEASE: Final = 15.0
+UPLOAD_LEASE_RENEW: Final = 3.0
+UPLOAD_REAP_EVERY: Final = 5.0
+#: The chunk_no of an upload's end-of-upload marker: after every real chunk.
+END_OF_UPLOAD_CHUNK_NO: Final = 2**31 - 1
 
 # Agents.
 AGENT_BATCH_CHUNKS: Final = 20  # chunk messages per Postgres transaction
@@ -38,3 +62,7 @@ ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
 # Retries of transient failures.
 RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included
 RETRY_INTERVAL: Final = 1.0  # seconds between attempts
+#: While a dependency is away, its probe runs every RETRY_INTERVAL without
+#: limit; a warning is logged at most this often (seconds).
+OUTAGE_LOG_EVERY: Final = 15.0
+PROBE_TIMEOUT: Final = 5.0  # seconds a probe of Postgres may take

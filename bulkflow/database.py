@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bulkflow import constants
 from bulkflow.settings import Settings
 
 
@@ -41,3 +42,13 @@ async def connect_pool(
         yield pool
     finally:
         await pool.close()
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """One round trip to Postgres on a pooled connection; raises while it does not answer.
+
+    A pooled connection that died with the server fails here and is replaced
+    by a fresh one on the next probe.
+    """
+    async with pool.acquire(timeout=constants.PROBE_TIMEOUT) as conn:
+        await conn.fetchval("SELECT 1", timeout=constants.PROBE_TIMEOUT)

@@ -1,40 +1,60 @@
-"""The dead-letter topic: chunks whose transient failures outlived every retry.
+"""The dead-letter topic: what the agents and the sink could not process, kept for replay.
 
-The agents fail such rows (``retries_exhausted``) and send the chunk here with
-its error. ``bulkflow dead-letters list`` shows the ones not replayed yet;
-``replay`` takes each chunk back out of the ledger and the action's counts and
-publishes it again, then commits the replayer's offset so it is replayed once.
+- **Chunks** whose batch failed for good (transient failures that outlived
+  every retry while the database answered, or a bug): their rows fail, and
+  the action's later chunks are held behind them (``held_for_replay``), so
+  that a replay applies the rows in file order. ``bulkflow dead-letters
+  replay`` takes each chunk back out of the ledger and the action's counts and
+  publishes it again, then commits the replayer's offset so it is replayed once.
+- **Undecodable messages** (a chunk or an outcome message that is not what
+  bulkflow writes): kept as received, with the topic they came from, so that
+  nothing vanishes unseen; a replay prints them instead of publishing them.
+
+Sending a dead letter is retried until the broker has it: the batch it came
+from is acknowledged only after.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from bulkflow import constants, sql
+from bulkflow.kafka import Producer
 from bulkflow.producer import ChunkProducer
+from bulkflow.retry import persistently
 from bulkflow.settings import Settings
 from schemas.messages import CODES, Chunk, Outcome
+
+_MAX_ERROR = 1000  # characters of the error kept with a letter
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    chunk: Chunk
+    kind: Literal["chunk", "undecodable"]
     error: str
     failed_at: float  # seconds since the epoch
+    chunk: Chunk | None = None  # kind "chunk"
+    topic: str = ""  # kind "undecodable": where the message came from
+    raw: bytes = b""  # kind "undecodable": the message as received
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
-                "chunk": orjson.loads(self.chunk.to_bytes()),
+                "kind": self.kind,
+                "chunk": orjson.loads(self.chunk.to_bytes()) if self.chunk else None,
+                "topic": self.topic,
+                "raw": base64.b64encode(self.raw).decode(),
                 "error": self.error,
                 "failed_at": self.failed_at,
             }
@@ -43,23 +63,56 @@ class DeadLetter:
     @classmethod
     def from_bytes(cls, data: bytes) -> DeadLetter:
         body = orjson.loads(data)
-        return cls(Chunk.from_bytes(orjson.dumps(body["chunk"])), body["error"], body["failed_at"])
+        chunk = body.get("chunk")
+        return cls(
+            kind=body.get("kind", "chunk"),  # letters written before kinds existed were chunks
+            error=body["error"],
+            failed_at=body["failed_at"],
+            chunk=Chunk.from_bytes(orjson.dumps(chunk)) if chunk else None,
+            topic=body.get("topic", ""),
+            raw=base64.b64decode(body.get("raw", "")),
+        )
+
+    def describe(self) -> str:
+        if self.chunk is None:
+            return f"undecodable message of {self.topic} ({len(self.raw)} bytes): {self.error}"
+        chunk = self.chunk
+        last = chunk.first_row_no + len(chunk.rows) - 1
+        return (
+            f"action {chunk.action_id} chunk {chunk.chunk_no} rows {chunk.first_row_no}-{last} "
+            f"account {chunk.account_id}: {self.error}"
+        )
 
 
 class DeadLetterQueue:
-    """The agents' side: send chunks that failed for good."""
+    """The agents' and the sink's side: keep what could not be processed."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
 
-    async def send(self, chunks: list[Chunk], error: BaseException) -> None:
+    async def send_chunks(self, chunks: Sequence[Chunk], error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
         now = time.time()
-        for chunk in chunks:
-            letter = DeadLetter(chunk, f"{type(error).__name__}: {error}"[:1000], now)
-            await self._producer.send_and_wait(
-                self._topic, letter.to_bytes(), key=chunk.account_id.encode()
-            )
+        letters = [DeadLetter("chunk", reason, now, chunk=chunk) for chunk in chunks]
+        await persistently(f"dead-lettering {len(letters)} chunks", lambda: self._deliver(letters))
+
+    async def send_undecodable(self, topic: str, message: bytes, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
+        letter = DeadLetter("undecodable", reason, time.time(), topic=topic, raw=message)
+        await persistently("dead-lettering a message", lambda: self._deliver([letter]))
+
+    async def _deliver(self, letters: list[DeadLetter]) -> None:
+        sent = []
+        try:
+            for letter in letters:
+                key = letter.chunk.account_id.encode() if letter.chunk else b""
+                sent.append(await self._producer.send(self._topic, letter.to_bytes(), key))
+        finally:
+            results = await asyncio.gather(*sent, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 @asynccontextmanager
@@ -91,28 +144,50 @@ async def list_pending(settings: Settings) -> list[DeadLetter]:
         return [DeadLetter.from_bytes(r.value) for r in records]
 
 
-async def replay(settings: Settings, pool: asyncpg.Pool) -> int:
-    """Re-drive every pending dead letter; return how many."""
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay did with the pending letters."""
+
+    replayed: int  # chunks rewound and published again
+    applied_meanwhile: int  # chunks whose batch was redelivered and applied after all
+    undecodable: list[DeadLetter]  # kept on the topic, not replayable
+
+
+async def replay(settings: Settings, pool: asyncpg.Pool) -> Replayed:
+    """Re-drive every pending chunk, in the order the letters were written.
+
+    A held action's chunks were dead-lettered in file order behind its first
+    failed chunk, and go out again in that order to the account's partition:
+    the rows are applied as if they had never failed, the first occurrence
+    of a key winning.
+    """
     async with _pending(settings) as (consumer, records), ChunkProducer.start(settings) as out:
         publisher = out.publisher()
+        replayed, meanwhile, undecodable = 0, 0, []
         for record in records:
-            chunk = DeadLetter.from_bytes(record.value).chunk
-            await _rewind(pool, chunk)
-            await publisher.send(chunk)
+            letter = DeadLetter.from_bytes(record.value)
+            if letter.chunk is None:
+                undecodable.append(letter)
+            elif await _rewind(pool, letter.chunk):
+                await publisher.send(letter.chunk)
+                replayed += 1
+            else:
+                meanwhile += 1
         await publisher.flush()
         if records:
             partition = TopicPartition(records[-1].topic, records[-1].partition)
             await consumer.commit({partition: OffsetAndMetadata(records[-1].offset + 1, "")})
-        return len(records)
+        return Replayed(replayed, meanwhile, undecodable)
 
 
-async def _rewind(pool: asyncpg.Pool, chunk: Chunk) -> None:
+async def _rewind(pool: asyncpg.Pool, chunk: Chunk) -> bool:
+    """Take a dead-lettered chunk out of the ledger and the counts; False if it was applied."""
     async with pool.acquire() as conn, conn.transaction():
         codes = await conn.fetchval(
             sql.postgres("chunk_ledger_rewind"), chunk.action_id, chunk.chunk_no
         )
         if codes is None:
-            return  # the failure was never recorded (the database was away too)
+            return False
         counts = {outcome: 0 for outcome in Outcome}
         for code in codes:
             counts[CODES[code][0]] += 1
@@ -124,3 +199,4 @@ async def _rewind(pool: asyncpg.Pool, chunk: Chunk) -> None:
             counts[Outcome.FAILED],
             counts[Outcome.SKIPPED],
         )
+    return True

@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer
-
 from bulkflow import constants
-from bulkflow.kafka import open_producer
+from bulkflow.kafka import Producer
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 
@@ -28,20 +26,20 @@ class ChunkSink(Protocol):
 
     published_rows: int
 
-    async def send(self, chunk: Chunk) -> None: ...
+    async def send(self, chunk: Chunk, encoded: bytes | None = None) -> None: ...
 
     async def flush(self) -> None: ...
 
 
 class ChunkProducer:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
 
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[ChunkProducer]:
-        async with open_producer(settings) as producer:
+        async with Producer.open(settings) as producer:
             yield cls(producer, settings.topic(constants.CHUNKS_TOPIC))
 
     def publisher(self) -> Publisher:
@@ -51,21 +49,24 @@ class ChunkProducer:
 class Publisher:
     """Pipelined sends for one request: a window of chunks in flight, all awaited by ``flush``."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
-        self._pending: deque[asyncio.Future[object]] = deque()
+        self._pending: deque[asyncio.Future[None]] = deque()
         self.published_rows = 0
 
-    async def send(self, chunk: Chunk) -> None:
-        future = await self._producer.send(
-            self._topic, chunk.to_bytes(), key=chunk.account_id.encode()
-        )
+    async def send(self, chunk: Chunk, encoded: bytes | None = None) -> None:
+        value = chunk.to_bytes() if encoded is None else encoded
+        future = await self._producer.send(self._topic, value, key=chunk.account_id.encode())
         self._pending.append(future)
         self.published_rows += len(chunk.rows)
         while len(self._pending) > _IN_FLIGHT:
             await self._pending.popleft()
 
     async def flush(self) -> None:
-        while self._pending:
-            await self._pending.popleft()
+        """Wait for every send; the first failure is raised once all have settled."""
+        pending, self._pending = self._pending, deque()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -24,11 +24,12 @@ from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import EngineFront, create_front
 from bulkflow.database import connect_pool
 from bulkflow.dead_letters import DeadLetterQueue
-from bulkflow.kafka import open_producer
+from bulkflow.kafka import Producer
 from bulkflow.producer import ChunkProducer
 from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
+from bulkflow.uploads import UploadReaper
 from ingest_api.actions import ActionStore
 from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
@@ -65,23 +66,34 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 redis = Redis.from_url(settings.redis_url.get_secret_value())
                 stack.push_async_callback(redis.aclose)
                 throttle = Throttle(pool, TokenBucket(redis, ROWS_PREFIX), settings.rows_per_minute)
-                dead_letters = DeadLetterQueue(
-                    await stack.enter_async_context(open_producer(settings)),
-                    settings.topic(constants.DEAD_LETTERS_TOPIC),
-                )
+                dead_letters = await _dead_letters(stack, settings)
                 applier = Applier(
-                    BatchProcessor(pool),
+                    BatchProcessor(pool, dead_letters),
                     await stack.enter_async_context(OutcomePublisher.start(settings)),
-                    dead_letters,
                 )
-                agents = Agents(applier=applier, throttle=throttle)
+                agents = Agents(
+                    applier=applier,
+                    throttle=throttle,
+                    dead_letters=dead_letters,
+                    topic=settings.topic(constants.CHUNKS_TOPIC),
+                )
                 drainer = BacklogDrainer(pool, throttle, applier)
                 await stack.enter_async_context(drainer.running())
                 chunks = await stack.enter_async_context(ChunkProducer.start(settings))
                 await stack.enter_async_context(Scheduler(pool, chunks).running())
-            sink = OutcomeSink(clickhouse) if "sink" in roles and clickhouse else None
+            sink = None
+            if "sink" in roles:
+                assert clickhouse is not None
+                sink = OutcomeSink(
+                    clickhouse,
+                    await _dead_letters(stack, settings),
+                    settings.topic(constants.OUTCOMES_TOPIC),
+                )
             faust_app = create_agents(settings, AgentResources(agents=agents, sink=sink))
             await stack.enter_async_context(faust_app_running(faust_app))
+        if {"api", "agents"} & set(roles):
+            # Any process that survives an API process's death ends its uploads.
+            await stack.enter_async_context(UploadReaper(pool).running())
         _tune_garbage_collector()
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
@@ -115,6 +127,11 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             await _serve_http(create_front(front), "127.0.0.1", port, settings.log_level)
         else:
             await _until_signalled()
+
+
+async def _dead_letters(stack: AsyncExitStack, settings: Settings) -> DeadLetterQueue:
+    producer = await stack.enter_async_context(Producer.open(settings))
+    return DeadLetterQueue(producer, settings.topic(constants.DEAD_LETTERS_TOPIC))
 
 
 async def _open_clickhouse(

@@ -2,16 +2,22 @@
 
 The broker does not auto-create topics: a topic created by a first produce
 would get the broker's default partition count, and the chunk topic's count
-decides how far the agents scale.
+decides how far the agents scale. The project also sets each topic's
+``max.message.bytes`` itself, rather than trusting the broker's default
+(1 MB): the producers and the chunk cutter work to ``MAX_MESSAGE_BYTES``.
 """
 
 from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bulkflow import constants
 from bulkflow.settings import Settings
+
+#: The configuration bulkflow gives each of its topics.
+TOPIC_CONFIG = {"max.message.bytes": str(constants.MAX_MESSAGE_BYTES)}
 
 
 def topic_partitions(settings: Settings) -> dict[str, int]:
@@ -24,22 +30,38 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics; return the names of those created."""
+    """Create missing topics and set every topic's configuration; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = topic_partitions(settings)
         missing = [name for name in wanted if name not in existing]
-        if not missing:
-            return []
-        topics = [
-            NewTopic(name, num_partitions=wanted[name], replication_factor=1) for name in missing
-        ]
-        try:
-            await admin.create_topics(topics)
-        except TopicAlreadyExistsError:
-            pass  # another process created them meanwhile
+        if missing:
+            topics = [
+                NewTopic(name, wanted[name], replication_factor=1, topic_configs=TOPIC_CONFIG)
+                for name in missing
+            ]
+            try:
+                await admin.create_topics(topics)
+            except TopicAlreadyExistsError:
+                pass  # another process created them meanwhile
+        # Topics made by an earlier version, or by hand: the same limits.
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, TOPIC_CONFIG) for name in wanted]
+        )
         return missing
+    finally:
+        await admin.close()
+
+
+async def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """A topic's configuration as the broker reports it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        [(_, _, _, _, entries)] = response.resources
+        return {entry[0]: entry[1] for entry in entries}
     finally:
         await admin.close()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import constants, sql
 from ingest_api.errors import IdempotencyConflict
 from ingest_api.scheduled import ScheduledWriter
 from schemas.bulk_action import ActionOptions, BulkActionView, Counts, ListFilters, Progress
@@ -71,6 +70,7 @@ class ActionStore:
                     columns,
                     status,
                     scheduled_for,
+                    constants.UPLOAD_LEASE,
                 )
                 if idempotency is not None:
                     claimed = await conn.fetchval(
@@ -107,11 +107,10 @@ class ActionStore:
     def scheduled_writer(self) -> ScheduledWriter:
         return ScheduledWriter(self._pool)
 
-    async def seal(self, action_id: uuid.UUID, total_rows: int) -> None:
-        await self._pool.execute(sql.postgres("bulk_actions_seal"), action_id, total_rows)
-
-    async def fail(self, action_id: uuid.UUID, error: dict[str, Any], published: int) -> None:
-        await self._pool.execute(sql.postgres("bulk_actions_fail"), action_id, error, published)
+    async def seal(self, action_id: uuid.UUID, total_rows: int) -> bool:
+        """The upload ended with ``total_rows``; False if a reaper had ended it already."""
+        sealed = await self._pool.fetchval(sql.postgres("bulk_actions_seal"), action_id, total_rows)
+        return sealed is not None
 
     async def get(self, account_id: str, action_id: uuid.UUID) -> asyncpg.Record | None:
         return await self._pool.fetchrow(sql.postgres("bulk_actions_get"), action_id, account_id)

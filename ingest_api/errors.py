@@ -30,12 +30,19 @@ class ApiError(Exception):
     headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
-        self, message: str, details: Any = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.extra_headers = headers or {}
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # a more specific code, per instance
 
 
 class InvalidJson(ApiError):
@@ -45,9 +52,8 @@ class InvalidJson(ApiError):
 class InvalidCsv(ApiError):
     status = 422
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # type: ignore[misc]  # the reader's own code, per instance
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message, details, code=code)  # the reader's own code
 
 
 class ValidationFailed(ApiError):

@@ -15,11 +15,11 @@ class ScheduledWriter:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._pending: list[Chunk] = []
+        self._pending: list[tuple[Chunk, bytes]] = []
         self.published_rows = 0
 
-    async def send(self, chunk: Chunk) -> None:
-        self._pending.append(chunk)
+    async def send(self, chunk: Chunk, encoded: bytes | None = None) -> None:
+        self._pending.append((chunk, chunk.to_bytes() if encoded is None else encoded))
         self.published_rows += len(chunk.rows)
         if len(self._pending) >= _BATCH:
             await self.flush()
@@ -30,7 +30,7 @@ class ScheduledWriter:
         chunks, self._pending = self._pending, []
         await self._pool.execute(
             sql.postgres("scheduled_chunks_add"),
-            [c.action_id for c in chunks],
-            [c.chunk_no for c in chunks],
-            [c.to_bytes() for c in chunks],
+            [c.action_id for c, _ in chunks],
+            [c.chunk_no for c, _ in chunks],
+            [encoded for _, encoded in chunks],
         )

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
+from functools import partial
 
 import asyncpg
-from aiokafka.errors import KafkaError
+import orjson
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from starlette.requests import ClientDisconnect
 
 from bulkflow import constants
 from bulkflow.producer import ChunkProducer, ChunkSink
+from bulkflow.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
-from ingest_api.errors import InvalidCsv, Unavailable, ValidationFailed
+from ingest_api.errors import InvalidCsv, PayloadTooLarge, Unavailable, ValidationFailed
 from schemas.bulk_action import ActionOptions, column_key
 from schemas.entity import ENTITIES
-from schemas.messages import Chunk, JsonRow
+from schemas.messages import Chunk, JsonRow, RowProblem
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,19 @@ def _check_json_columns(
         raise ValidationFailed("rows give a field more than once", problems[:20])
 
 
+def _check_row_sizes(rows: list[JsonRow]) -> None:
+    """Refuse rows too large to travel as a message of their own, before anything is queued."""
+    sizes = [len(orjson.dumps(row)) for row in rows]
+    if max(sizes, default=0) <= constants.MAX_ROW_BYTES:
+        return
+    too_large = [index for index, size in enumerate(sizes) if size > constants.MAX_ROW_BYTES]
+    raise PayloadTooLarge(
+        f"{len(too_large)} rows exceed {constants.MAX_ROW_BYTES} bytes each",
+        {"limit_bytes": constants.MAX_ROW_BYTES, "rows": too_large[:20]},
+        code="row_too_large",
+    )
+
+
 class Submitter:
     def __init__(self, store: ActionStore, producer: ChunkProducer) -> None:
         self._store = store
@@ -93,6 +112,7 @@ class Submitter:
         scheduled_for: datetime | None = None,
     ) -> Created:
         check_options(entity, action, options)
+        _check_row_sizes(rows)
         columns = list(dict.fromkeys(key for row in rows for key in row))
         _check_json_columns(entity, options, columns, rows)
         created = await self._store.create(
@@ -159,42 +179,130 @@ class Submitter:
         *,
         seal: bool,
     ) -> None:
+        """Publish the rows under the upload's lease, then seal the total.
+
+        An upload that breaks off, for whatever reason, is ended (see
+        ``bulkflow/uploads.py``): the rows published before are applied and
+        the action ends ``failed`` once they all have their outcomes.
+        """
         # A scheduled action's chunks wait in Postgres; the scheduler sends them.
         publisher: ChunkSink = (
             self._store.scheduled_writer()
             if record["status"] == "scheduled"
             else self._producer.publisher()
         )
-        try:
-            chunk_no = 0
-            async for block in blocks:
-                await publisher.send(_chunk(record, options, chunk_no, block))
-                chunk_no += 1
-            await publisher.flush()
-        except CsvRejected as exc:
-            await self._abandon(record, publisher, exc.code, exc.message)
-            raise InvalidCsv(exc.code, exc.message) from exc
-        except KafkaError as exc:
-            await self._abandon(record, publisher, "publish_failed", str(exc))
-            raise Unavailable(
-                "the message broker is unavailable; the upload stopped (the rows sent before "
-                "are applied, and retrying with the same Idempotency-Key uploads again)",
-                {"action_id": str(record["id"]), "published_rows": publisher.published_rows},
-            ) from exc
-        if seal:
-            await self._store.seal(record["id"], publisher.published_rows)
+        action_id = record["id"]
+        make = partial(_chunk, record, options)
+        async with UploadLease.held(self._store.pool, action_id) as lease:
+            try:
+                chunk_no = 0
+                async for block in blocks:
+                    for chunk, encoded in cut(make, chunk_no, block):
+                        lease.check()
+                        await publisher.send(chunk, encoded)
+                        chunk_no += 1
+                await publisher.flush()
+            except Exception as exc:
+                await self._abandon(action_id, publisher, exc)
+                raise _api_error(exc, action_id) from exc
+        if not await self._store.seal(action_id, publisher.published_rows):
+            raise _api_error(UploadLost(str(action_id)), action_id)
 
-    async def _abandon(
-        self, record: asyncpg.Record, publisher: ChunkSink, code: str, message: str
-    ) -> None:
-        log.warning("bulk action %s abandoned: %s", record["id"], code)
+    async def _abandon(self, action_id: uuid.UUID, publisher: ChunkSink, exc: Exception) -> None:
+        code, message = _reason(exc)
+        log.warning("the upload of bulk action %s broke off: %s", action_id, code)
+        with contextlib.suppress(Exception):
+            await publisher.flush()  # what reaches Kafka still counts; the marker goes behind it
         try:
-            await publisher.flush()
-        except KafkaError:
-            pass  # what did not reach Kafka is not counted in the total either way
-        await self._store.fail(
-            record["id"], {"code": code, "message": message}, publisher.published_rows
+            await end_upload(self._store.pool, action_id, {"code": code, "message": message})
+        except Exception:
+            # Postgres is away too: the lease lapses, and a reaper ends the upload.
+            log.exception("could not end the upload of %s; its lease will lapse", action_id)
+
+
+def _reason(exc: Exception) -> tuple[str, str]:
+    """The error an upload that broke off with ``exc`` keeps on its action."""
+    if isinstance(exc, CsvRejected):
+        return exc.code, exc.message
+    if isinstance(exc, UploadLost):
+        return INTERRUPTED["code"], INTERRUPTED["message"]
+    if isinstance(exc, MessageSizeTooLargeError):
+        return "message_too_large", f"a chunk exceeded {constants.MAX_MESSAGE_BYTES} bytes"
+    if isinstance(exc, KafkaError):
+        return "publish_failed", f"the message broker refused a chunk: {exc!r}"[:500]
+    if isinstance(exc, ClientDisconnect):
+        return "client_disconnected", "the client closed the connection before the end"
+    return "internal_error", "the upload failed on our side; it has been logged"
+
+
+def _api_error(exc: Exception, action_id: uuid.UUID) -> Exception:
+    """What the request that broke off answers: every answer names the action it created."""
+    details = {"action_id": str(action_id)}
+    if isinstance(exc, CsvRejected):
+        return InvalidCsv(exc.code, exc.message, details)
+    if isinstance(exc, MessageSizeTooLargeError):
+        return PayloadTooLarge(
+            f"a message exceeded the broker's limit of {constants.MAX_MESSAGE_BYTES} bytes; "
+            "the rows sent before are applied",
+            {**details, "limit_bytes": constants.MAX_MESSAGE_BYTES},
         )
+    if isinstance(exc, KafkaError | UploadLost):
+        return Unavailable(
+            "the upload stopped (the rows sent before are applied, and retrying with the same "
+            "Idempotency-Key uploads again)",
+            details,
+        )
+    return exc
+
+
+def cut(
+    make: Callable[[int, RowBlock], Chunk], chunk_no: int, block: RowBlock
+) -> Iterator[tuple[Chunk, bytes]]:
+    """The block as chunks numbered from ``chunk_no``, each encoded below CHUNK_TARGET_BYTES.
+
+    Rows are cut by count in the reader; here a block of wide rows is halved
+    until each part fits. A single row larger than MAX_ROW_BYTES fails alone
+    (``row_too_large``); its values are left out, since they cannot travel.
+    """
+    pending = [block]
+    while pending:
+        piece = pending.pop()
+        chunk = make(chunk_no, piece)
+        encoded = chunk.to_bytes()
+        if len(encoded) > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
+            first, second = _halves(piece)
+            pending += [second, first]
+            continue
+        if len(encoded) > constants.MAX_ROW_BYTES:
+            chunk = make(chunk_no, _too_large(piece, len(encoded)))
+            encoded = chunk.to_bytes()
+        yield chunk, encoded
+        chunk_no += 1
+
+
+def _halves(block: RowBlock) -> tuple[RowBlock, RowBlock]:
+    cut_at = len(block.rows) // 2
+    broken = block.broken
+    return (
+        RowBlock(
+            block.first_row_no,
+            block.rows[:cut_at],
+            {i: p for i, p in broken.items() if i < cut_at},
+        ),
+        RowBlock(
+            block.first_row_no + cut_at,
+            block.rows[cut_at:],
+            {i - cut_at: p for i, p in broken.items() if i >= cut_at},
+        ),
+    )
+
+
+def _too_large(block: RowBlock, size: int) -> RowBlock:
+    problem = RowProblem(
+        "row_too_large",
+        f"the row takes {size} bytes; a row may take at most {constants.MAX_ROW_BYTES}",
+    )
+    return RowBlock(block.first_row_no, [{}], {0: problem})
 
 
 def _check_header(entity: str, options: ActionOptions, header: list[str]) -> None:

@@ -8,15 +8,15 @@ the real broker. Each role set gets its own consumer group: agent replicas
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import faust
 
 from bulkflow import constants
+from bulkflow.dead_letters import DeadLetterQueue
+from bulkflow.retry import persistently
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 from stream_agents.applier import Applier
@@ -24,7 +24,6 @@ from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,8 @@ class Agents:
 
     applier: Applier
     throttle: Throttle
+    dead_letters: DeadLetterQueue
+    topic: str  # the chunk topic, named in the dead letters of undecodable messages
 
 
 @dataclass(frozen=True)
@@ -95,34 +96,23 @@ def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> No
 
 
 async def handle_chunks(values: Sequence[bytes], agents: Agents) -> None:
-    """Apply what the account limits admit; defer the rest to the backlog, in order."""
+    """Apply what the account limits admit; defer the rest to the backlog, in order.
+
+    Every step is retried until it succeeds: the batch is acknowledged when
+    this returns, so a step given up on would lose its chunks.
+    """
     chunks = []
     for value in values:
         try:
             chunks.append(Chunk.from_bytes(value))
-        except (ValueError, TypeError, KeyError):
-            log.exception("skipping a chunk message that cannot be decoded")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.error("dead-lettering a chunk message that cannot be decoded: %r", exc)
+            await agents.dead_letters.send_undecodable(agents.topic, value, exc)
     if not chunks:
         return
-    admission = await _persistently("admitting chunks", agents.throttle.admit, chunks)
+    admission = await persistently("admitting chunks", lambda: agents.throttle.admit(chunks))
     if admission.now:
         # Before deferring: a deferred chunk may be drained as soon as it is
         # visible, and it must not overtake the admitted ones of its account.
         await agents.applier.apply(admission.now)
-    await _persistently("deferring chunks", agents.throttle.defer, admission.later)
-
-
-async def _persistently(what: str, step: Callable[[Any], Awaitable[T]], arg: Any) -> T:
-    """Retry a step that must happen at the fixed interval, for as long as it takes.
-
-    The batch is acknowledged when the handler returns, so giving up would
-    lose its chunks; without Redis or Postgres nothing can progress anyway.
-    """
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await step(arg)
-        except Exception:
-            log.exception("%s failed (attempt %d); retrying", what, attempt)
-            await asyncio.sleep(constants.RETRY_INTERVAL)
+    await persistently("deferring chunks", lambda: agents.throttle.defer(admission.later))

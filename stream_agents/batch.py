@@ -12,8 +12,13 @@ One transaction per batch:
    the next part validated while Postgres applies the previous one;
 4. record the chunks in the ledger and add their counts to their actions.
 
-Transient failures (decided by exception class) retry the whole transaction at
-a fixed interval; nothing is half-applied because nothing commits until step 4.
+Nothing is half-applied because nothing commits until step 4. While Postgres
+is unreachable the batch waits for it, however long; transient failures while
+it answers retry the whole transaction at a fixed interval (``bulkflow/retry.py``).
+A batch that fails for good fails its rows, and its chunks are dead-lettered
+for replay; the chunks of those actions that come later are held behind them
+(failed as ``held_for_replay`` and dead-lettered too), so that a replay applies
+every row in file order.
 """
 
 from __future__ import annotations
@@ -22,21 +27,24 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
 
 from bulkflow import constants, sql
+from bulkflow.database import ping
+from bulkflow.retry import Failure, until_answers
 from schemas.bulk_action import ActionOptions
 from schemas.entity import ENTITIES, MATCH_ID, Entity, Prepared
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
-from stream_agents.errors import ConcurrentWrite, RetriesExhausted, is_transient
+from stream_agents.errors import ConcurrentWrite, RetriesExhausted, failure, is_transient
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ChunkKey = tuple[str, int]
 #: Statements a round's rows get again when their write lost to another (see _apply_round).
 _REAPPLY = 2
@@ -76,16 +84,52 @@ class _Group(NamedTuple):
     rows: list[_Staged]
 
 
+class DeadLetters(Protocol):
+    """Where chunks that failed for good are kept (``bulkflow.dead_letters``)."""
+
+    async def send_chunks(self, chunks: Sequence[Chunk], error: BaseException) -> None: ...
+
+
+class _State(NamedTuple):
+    """What a batch needs to know of an action (``bulk_actions_chunk_states.sql``)."""
+
+    status: str
+    total_rows: int | None
+    held_after: int | None
+
+    def holds(self, chunk: Chunk) -> bool:
+        """A chunk behind the action's dead-lettered one waits for the replay.
+
+        Not the end-of-upload marker: it only settles the total, which counts
+        the held rows as failed until a replay applies them.
+        """
+        return (
+            self.held_after is not None
+            and chunk.chunk_no > self.held_after
+            and not chunk.ends_upload
+        )
+
+    def beyond(self, chunk: Chunk) -> bool:
+        """Rows past the sealed total: published by an upload a reaper had ended."""
+        return (
+            self.total_rows is not None
+            and bool(chunk.rows)
+            and chunk.first_row_no > self.total_rows
+        )
+
+
 class BatchProcessor:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        dead_letters: DeadLetters,
         *,
         entities: dict[str, Entity] = ENTITIES,
         attempts: int = constants.RETRY_ATTEMPTS,
         interval: float = constants.RETRY_INTERVAL,
     ) -> None:
         self._pool = pool
+        self._dead_letters = dead_letters
         self._entities = entities
         self._attempts = attempts
         self._interval = interval
@@ -110,60 +154,111 @@ class BatchProcessor:
         return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
 
     async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
-        """Fail every row of chunks that could not be applied, and record that if possible.
+        """Fail every row of chunks that could not be applied, dead-letter and record them.
 
+        The dead letters go first: if this process dies before the failure is
+        recorded, the batch is redelivered and applied after all, and a replay
+        then finds nothing to take back. Recording is retried, outages waited
+        out, until it commits: the batch must not be acknowledged before.
         Chunks another consumer recorded meanwhile keep their recorded outcomes.
         """
         cause = exc.cause if isinstance(exc, RetriesExhausted) else exc
         reason = "retries_exhausted" if isinstance(exc, RetriesExhausted) else "internal_error"
         problem = RowProblem(reason, f"{type(cause).__name__}: {cause}"[:500])
         unique = _first_of_each(chunks)
-        results = {
-            c.key: ChunkResult(["f"] * len(c.rows), dict.fromkeys(range(len(c.rows)), problem))
-            for c in unique
-        }
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                recorded = await self._recorded(conn, unique)
-                known = await self._statuses(conn, unique)
-                fresh = [c for c in unique if c.key not in recorded and c.action_id in known]
-                if fresh:
-                    await self._record(conn, fresh, {c.key: results[c.key] for c in fresh})
-                results.update(recorded)
-        except Exception:
-            log.exception("could not record the failure of %d chunks", len(unique))
+        await self._dead_letters.send_chunks(unique, cause)
+        results = {c.key: _failed(c, problem) for c in unique}
+        recorded = await self._until_committed(
+            "recording a failed batch", lambda: self._record_failure(unique, results)
+        )
+        results.update(recorded)
         return [self._outcomes(c, results[c.key]) for c in unique]
+
+    async def _record_failure(
+        self, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
+    ) -> dict[ChunkKey, ChunkResult]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            recorded = await self._recorded(conn, chunks)
+            states = await self._states(conn, chunks)
+            fresh = [c for c in chunks if c.key not in recorded and c.action_id in states]
+            await self._record(conn, fresh, results, dead_lettered=True)
+        return recorded
+
+    async def _until_committed(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """Run a step until it commits: outages waited out, other errors retried."""
+        while True:
+            try:
+                return await step()
+            except Exception as exc:
+                if not await self._waited_out(exc):
+                    log.exception("%s failed; retrying", what)
+                    await asyncio.sleep(self._interval)
 
     async def _with_retries(
         self, chunks: list[Chunk], *, isolate: bool
     ) -> dict[ChunkKey, ChunkResult]:
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+        while True:
             try:
                 return await self._apply_once(chunks, isolate=isolate)
             except Exception as exc:
-                if not is_transient(exc):
+                if failure(exc) is Failure.PERMANENT:
                     raise
+                if await self._waited_out(exc):
+                    continue  # an outage spends no attempt
+                attempt += 1
                 if attempt == self._attempts:
                     raise RetriesExhausted(attempt, exc) from exc
                 log.warning("batch attempt %d failed (%s), retrying", attempt, type(exc).__name__)
                 await asyncio.sleep(self._interval)
-        raise AssertionError("unreachable")
+
+    async def _waited_out(self, exc: BaseException) -> bool:
+        """If Postgres does not answer, wait until it does; whether it was away."""
+        try:
+            await ping(self._pool)
+        except Exception:
+            log.warning("Postgres is unreachable (%r); the batch waits for it", exc)
+            await until_answers(lambda: ping(self._pool), "Postgres", interval=self._interval)
+            return True
+        return False
 
     async def _apply_once(
         self, chunks: list[Chunk], *, isolate: bool
     ) -> dict[ChunkKey, ChunkResult]:
         async with self._pool.acquire() as conn, conn.transaction():
             recorded = await self._recorded(conn, chunks)
-            statuses = await self._statuses(conn, chunks)
-            for chunk in chunks:
-                if chunk.action_id not in statuses:
-                    log.error("dropping chunk %s of unknown action", chunk.key)
-            fresh = [c for c in chunks if c.key not in recorded and c.action_id in statuses]
+            states = await self._states(conn, chunks)
+            fresh = [c for c in chunks if c.key not in recorded and self._known(c, states)]
             if not fresh:
                 return recorded
-            results = await self._apply(conn, fresh, statuses, isolate=isolate)
-            await self._record(conn, fresh, results)
+            # The chunk an action is held behind, replayed: the chunks behind it
+            # in this batch were replayed behind it too.
+            released = {c.action_id for c in fresh if states[c.action_id].held_after == c.chunk_no}
+            held = [
+                c for c in fresh if states[c.action_id].holds(c) and c.action_id not in released
+            ]
+            holding = {c.key for c in held}
+            applied = [c for c in fresh if c.key not in holding]
+            results = {c.key: _failed(c, _held(states[c.action_id])) for c in held}
+            if held:
+                # Inside the transaction: if the process dies before it commits,
+                # the redelivered batch holds them again; no letter is lost.
+                await self._dead_letters.send_chunks(held, HeldForReplay())
+            results |= await self._apply(conn, applied, states, isolate=isolate)
+            await self._record(conn, applied, results)
+            await self._record(conn, held, results, dead_lettered=True)
+            await _release_and_end(conn, applied, states)
         return {**recorded, **results}
+
+    def _known(self, chunk: Chunk, states: dict[str, _State]) -> bool:
+        state = states.get(chunk.action_id)
+        if state is None:
+            log.error("dropping chunk %s of unknown action", chunk.key)
+            return False
+        if state.beyond(chunk):
+            log.warning("dropping chunk %s: past the total of an upload that was ended", chunk.key)
+            return False
+        return True
 
     async def _recorded(
         self, conn: asyncpg.Connection, chunks: list[Chunk]
@@ -182,17 +277,17 @@ class BatchProcessor:
             for r in rows
         }
 
-    async def _statuses(self, conn: asyncpg.Connection, chunks: list[Chunk]) -> dict[str, str]:
-        """The status of each chunk's action; an unknown action is absent."""
+    async def _states(self, conn: asyncpg.Connection, chunks: list[Chunk]) -> dict[str, _State]:
+        """The state of each chunk's action; an unknown action is absent."""
         ids = sorted({c.action_id for c in chunks})
-        rows = await conn.fetch(sql.postgres("bulk_actions_statuses"), ids)
-        return {r["id"]: r["status"] for r in rows}
+        rows = await conn.fetch(sql.postgres("bulk_actions_chunk_states"), ids)
+        return {r["id"]: _State(r["status"], r["total_rows"], r["held_after"]) for r in rows}
 
     async def _apply(
         self,
         conn: asyncpg.Connection,
         chunks: list[Chunk],
-        statuses: dict[str, str],
+        states: dict[str, _State],
         *,
         isolate: bool,
     ) -> dict[ChunkKey, ChunkResult]:
@@ -204,7 +299,7 @@ class BatchProcessor:
         try:
             for start in range(0, len(chunks), constants.STATEMENT_CHUNKS):
                 part = chunks[start : start + constants.STATEMENT_CHUNKS]
-                staged = self._stage(part, statuses, results)
+                staged = self._stage(part, states, results)
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(self._write(conn, staged, results, isolate))
@@ -218,7 +313,7 @@ class BatchProcessor:
         return results
 
     def _stage(
-        self, chunks: list[Chunk], statuses: dict[str, str], results: dict[ChunkKey, ChunkResult]
+        self, chunks: list[Chunk], states: dict[str, _State], results: dict[ChunkKey, ChunkResult]
     ) -> list[_Group]:
         """Validate the chunks' rows; a group per run of chunks with one entity and match field.
 
@@ -227,7 +322,7 @@ class BatchProcessor:
         """
         staged: list[_Group] = []
         for chunk in chunks:
-            if statuses[chunk.action_id] == "cancelled":
+            if states[chunk.action_id].status == "cancelled":
                 for index in range(len(chunk.rows)):
                     results[chunk.key].fail(index, _CANCELLED, code="s")
                 continue
@@ -371,9 +466,17 @@ class BatchProcessor:
         return rest
 
     async def _record(
-        self, conn: asyncpg.Connection, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
+        self,
+        conn: asyncpg.Connection,
+        chunks: list[Chunk],
+        results: dict[ChunkKey, ChunkResult],
+        *,
+        dead_lettered: bool = False,
     ) -> None:
-        codes = {key: "".join(result.codes) for key, result in results.items()}
+        """Ledger rows and counts; dead-lettered chunks also hold their actions' later ones."""
+        if not chunks:
+            return
+        codes = {c.key: "".join(results[c.key].codes) for c in chunks}
         await conn.execute(
             sql.postgres("chunk_ledger_record"),
             [c.action_id for c in chunks],
@@ -381,7 +484,13 @@ class BatchProcessor:
             [codes[c.key] for c in chunks],
             [{str(i): p.to_json() for i, p in results[c.key].problems.items()} for c in chunks],
             [datetime.fromtimestamp(results[c.key].processed_at, UTC) for c in chunks],
+            [dead_lettered] * len(chunks),
         )
+        if dead_lettered:
+            first: dict[str, int] = {}
+            for c in chunks:
+                first[c.action_id] = min(first.get(c.action_id, c.chunk_no), c.chunk_no)
+            await conn.execute(sql.postgres("bulk_actions_hold"), list(first), list(first.values()))
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for chunk in chunks:
             total = totals[chunk.action_id]
@@ -443,6 +552,42 @@ class _InsertFirst:
             if len(self._skipping) >= self._REMEMBERED:
                 self._skipping.clear()
             self._skipping.update(s.action_id for s in tried)
+
+
+class HeldForReplay(Exception):
+    """The chunk waits behind an earlier dead-lettered chunk of its action."""
+
+    def __str__(self) -> str:
+        return "held behind an earlier dead-lettered chunk of its action"
+
+
+def _held(state: _State) -> RowProblem:
+    return RowProblem(
+        "held_for_replay",
+        f"an earlier chunk of this bulk action (chunk {state.held_after}) was dead-lettered; "
+        "`bulkflow dead-letters replay` applies this row after it, in file order",
+    )
+
+
+def _failed(chunk: Chunk, problem: RowProblem) -> ChunkResult:
+    rows = range(len(chunk.rows))
+    return ChunkResult(["f"] * len(chunk.rows), dict.fromkeys(rows, problem))
+
+
+async def _release_and_end(
+    conn: asyncpg.Connection, applied: list[Chunk], states: dict[str, _State]
+) -> None:
+    """Let a held action's later chunks through once the chunk it waited behind is
+    applied; end the uploads whose end-of-upload marker came through."""
+    released = [c for c in applied if states[c.action_id].held_after == c.chunk_no]
+    if released:
+        await conn.execute(
+            sql.postgres("bulk_actions_release"),
+            [c.action_id for c in released],
+            [c.chunk_no for c in released],
+        )
+    if ends := [c.action_id for c in applied if c.ends_upload]:
+        await conn.execute(sql.postgres("bulk_actions_end_upload"), ends)
 
 
 _CREATING = frozenset({"create", "upsert"})

@@ -4,10 +4,14 @@ The messages go in as they came (JSONEachRow lines of ``outcome_batches``);
 a materialized view expands each into one ``row_outcomes`` row per input row,
 so the sink does no per-row work. Redelivered messages insert identical rows,
 which the table's ReplacingMergeTree collapses: the sink needs no state of its
-own. A failed insert is retried at the fixed interval until ClickHouse takes
-it: the sink has nowhere else to put outcomes, and holding the batch is what
-keeps them. Only a message that cannot be decoded at all is dropped (logged),
-so that it cannot hold up every outcome behind it.
+own. Nothing is dropped:
+
+- while ClickHouse does not answer, the batch waits for it, however long
+  (the batch is acknowledged only when ``write`` returns);
+- while it answers but refuses the insert, the insert is retried at the fixed
+  interval; then, so that one bad message cannot hold up every outcome behind
+  it, the messages it refuses are found by halving the batch and go to the
+  dead-letter topic as they came, and the others are written.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
+from bulkflow.dead_letters import DeadLetterQueue
+from bulkflow.retry import until_answers
 from schemas.messages import OutcomeBatch
 
 log = logging.getLogger(__name__)
@@ -27,30 +33,91 @@ TABLE = "bulkflow.outcome_batches"
 
 
 class OutcomeSink:
-    def __init__(self, clickhouse: ClickHouse, interval: float = constants.RETRY_INTERVAL) -> None:
+    def __init__(
+        self,
+        clickhouse: ClickHouse,
+        dead_letters: DeadLetterQueue,
+        topic: str,
+        *,
+        interval: float = constants.RETRY_INTERVAL,
+        attempts: int = constants.RETRY_ATTEMPTS,
+    ) -> None:
         self._clickhouse = clickhouse
+        self._dead_letters = dead_letters
+        self._topic = topic
         self._interval = interval
+        self._attempts = attempts
 
     async def write(self, messages: Sequence[bytes]) -> int:
-        """Insert the outcomes of the messages; return the number of messages written."""
+        """Insert the outcomes of the messages; return how many messages were written.
+
+        The others were dead-lettered: ClickHouse refused them while it answered.
+        """
+        written = 0
+        for part in _inserts(messages):
+            if await self._insert(part, attempts=self._attempts):
+                written += len(part)
+            else:
+                written += await self._isolate(part)
+        return written
+
+    async def _insert(self, messages: Sequence[bytes], *, attempts: int) -> bool:
+        """Insert, waiting out outages; False if ClickHouse refused it ``attempts`` times."""
         attempt = 0
-        while messages:
-            attempt += 1
+        while True:
             try:
                 await self._clickhouse.insert_json(TABLE, b"\n".join(messages))
-                return len(messages)
-            except Exception:
-                log.exception("ClickHouse insert failed (attempt %d)", attempt)
-            # Only now, off the hot path: is the data at fault, or ClickHouse?
-            decodable = [m for m in messages if _decodes(m)]
-            if len(decodable) < len(messages):
-                log.error(
-                    "skipping %d undecodable outcome messages", len(messages) - len(decodable)
-                )
-                messages = decodable
-                continue
+                return True
+            except Exception as exc:
+                if await self._waited_out(exc):
+                    continue  # an outage spends no attempt
+                attempt += 1
+                log.warning("ClickHouse refused an insert (attempt %d): %r", attempt, exc)
+                if attempt >= attempts:
+                    return False
             await asyncio.sleep(self._interval)
-        return 0
+
+    async def _isolate(self, messages: Sequence[bytes]) -> int:
+        """Write what ClickHouse takes of messages it refused together; dead-letter the rest."""
+        undecodable = [m for m in messages if not _decodes(m)]
+        for message in undecodable:
+            await self._dead_letters.send_undecodable(
+                self._topic, message, ValueError("not an outcome message")
+            )
+        pending = [m for m in messages if _decodes(m)]
+        if not pending:
+            return 0
+        if await self._insert(pending, attempts=1):
+            return len(pending)
+        if len(pending) == 1:
+            await self._dead_letters.send_undecodable(
+                self._topic, pending[0], ValueError("ClickHouse refused this outcome message")
+            )
+            return 0
+        half = len(pending) // 2
+        return await self._isolate(pending[:half]) + await self._isolate(pending[half:])
+
+    async def _waited_out(self, exc: BaseException) -> bool:
+        """If ClickHouse does not answer, wait until it does; whether it was away."""
+        try:
+            await self._clickhouse.ping()
+        except Exception:
+            log.warning("ClickHouse is unreachable (%r); the outcomes wait for it", exc)
+            await until_answers(self._clickhouse.ping, "ClickHouse", interval=self._interval)
+            return True
+        return False
+
+
+def _inserts(messages: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """Consecutive runs of messages of at most SINK_INSERT_BYTES (one message at least)."""
+    start, size = 0, 0
+    for index, message in enumerate(messages):
+        if size and size + len(message) > constants.SINK_INSERT_BYTES:
+            yield messages[start:index]
+            start, size = index, 0
+        size += len(message)
+    if start < len(messages):
+        yield messages[start:]
 
 
 def _decodes(message: bytes) -> bool:

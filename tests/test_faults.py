@@ -107,9 +107,16 @@ async def test_retries_exhausted_dead_letter_and_replay(
     letters = await eventually(lambda: _new_letters(database, before), "the dead letters")
     assert {letter.chunk.action_id for letter in letters} == {action["id"]}
     stats = await wait_for_stats(api, action["id"], tenant, 600)
-    assert stats["top_failure_reasons"] == [{"reason": "retries_exhausted", "rows": 600}]
+    reasons = {r["reason"]: r["rows"] for r in stats["top_failure_reasons"]}
+    # The first chunk's retries ran out; the second, if it came in a later
+    # batch, was held behind it so that the replay keeps file order.
+    assert sum(reasons.values()) == 600
+    assert reasons["retries_exhausted"] >= 500
+    assert set(reasons) <= {"retries_exhausted", "held_for_replay"}
 
-    assert await dead_letters.replay(database, pool) == before + len(letters)
+    done = await dead_letters.replay(database, pool)
+    assert done.replayed >= len(letters)
+    assert done.replayed + done.applied_meanwhile == before + len(letters)
     assert await dead_letters.list_pending(database) == []
 
     async def healed() -> dict[str, Any] | None:

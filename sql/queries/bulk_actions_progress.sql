@@ -1,7 +1,8 @@
 -- Adds one batch's outcomes to the counts of its actions and moves their status:
 -- queued -> running on the first rows, -> completed (paused ones too) once
--- every row is counted (a CSV's total is known only when its upload ends: see
--- bulk_actions_seal).
+-- every row is counted, or failed if the upload recorded an error (a CSV's
+-- total is known only when its upload ends: see bulk_actions_seal and
+-- bulk_actions_end_upload). A terminal status thus always has every outcome.
 -- started_at is the first batch's transaction start (now()), finished_at the
 -- wall clock at the end of the last one, so even a one-batch action has a duration.
 -- The clock is read once per batch: actions completed by the same batch share
@@ -19,7 +20,8 @@ SET processed_rows = a.processed_rows + p.processed,
     status         = CASE
                          WHEN a.status NOT IN ('queued', 'running', 'throttled', 'paused')
                              THEN a.status
-                         WHEN a.processed_rows + p.processed >= a.total_rows THEN 'completed'
+                         WHEN a.processed_rows + p.processed >= a.total_rows
+                             THEN CASE WHEN a.error IS NULL THEN 'completed' ELSE 'failed' END
                          WHEN a.status = 'paused' THEN 'paused'
                          ELSE 'running'
                      END,

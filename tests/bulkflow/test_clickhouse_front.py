@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
 import pytest
@@ -18,6 +18,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.clickhouse_front import EngineFront, create_front
+from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.fleet import free_port
 from bulkflow.settings import Settings
 from ingest_api.errors import Unavailable
@@ -75,7 +76,12 @@ async def test_reads_through_the_front_equal_the_engine_s(
     clickhouse: ClickHouse, remote: ClickHouse
 ) -> None:
     action_id = str(uuid.uuid4())
-    assert await OutcomeSink(clickhouse).write([batch(action_id, chunk_no=0).to_bytes()]) == 1
+    assert (
+        await OutcomeSink(clickhouse, cast(DeadLetterQueue, None), "outcomes").write(
+            [batch(action_id, chunk_no=0).to_bytes()]
+        )
+        == 1
+    )
     page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 10}
     queries = {
         "action_stats": {"account_id": "acme", "action_id": action_id},

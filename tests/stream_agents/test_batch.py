@@ -10,6 +10,7 @@ import pytest
 
 from schemas.messages import Chunk, RowProblem
 from stream_agents.batch import BatchProcessor
+from tests.stream_agents.support import KeptLetters, chunk
 from tests.support import account_id as account
 
 pytestmark = pytest.mark.anyio
@@ -26,17 +27,6 @@ async def new_action(pool: asyncpg.Pool, acct: str, total: int, action: str = "u
         total,
     )
     return action_id
-
-
-def chunk(
-    action_id: str,
-    acct: str,
-    chunk_no: int,
-    first_row_no: int,
-    rows: list[dict[str, Any]],
-    action: str = "upsert",
-) -> Chunk:
-    return Chunk(action_id, acct, "contact", action, chunk_no, first_row_no, rows)
 
 
 async def counts(pool: asyncpg.Pool, action_id: str) -> dict[str, Any]:
@@ -61,7 +51,7 @@ async def test_redelivered_chunk_replays_its_outcomes(pool: asyncpg.Pool) -> Non
             {"email": "b@example.com"},
         ],
     )
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     [original] = await processor.process([first])
     snapshot = await pool.fetch(
         "SELECT email, first_name, updated_at FROM contacts WHERE account_id = $1 ORDER BY email",
@@ -88,7 +78,7 @@ async def test_redelivered_chunk_replays_its_outcomes(pool: asyncpg.Pool) -> Non
 async def test_in_file_duplicates_are_skipped_across_batches(pool: asyncpg.Pool) -> None:
     acct = account()
     action_id = await new_action(pool, acct, 4)
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     [one] = await processor.process(
         [
             chunk(
@@ -133,7 +123,7 @@ async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> No
     acct = account()
     earlier = await new_action(pool, acct, 1)
     later = await new_action(pool, acct, 1)
-    outcomes = await BatchProcessor(pool).process(
+    outcomes = await BatchProcessor(pool, KeptLetters()).process(
         [
             chunk(earlier, acct, 0, 1, [{"email": "x@example.com", "job_title": "Engineer"}]),
             chunk(later, acct, 0, 1, [{"email": "x@example.com", "job_title": "Manager"}]),
@@ -147,7 +137,7 @@ async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> No
 async def test_validation_failures_name_the_field(pool: asyncpg.Pool) -> None:
     acct = account()
     action_id = await new_action(pool, acct, 4)
-    [out] = await BatchProcessor(pool).process(
+    [out] = await BatchProcessor(pool, KeptLetters()).process(
         [
             chunk(
                 action_id,
@@ -186,7 +176,7 @@ async def test_custom_fields_that_are_not_an_object_fail_their_row_only(
         {"email": "b@example.com", "custom_fields": ["44"]},
         {"email": "c@example.com", "custom_fields": {"size": "44"}, "Shoe Size": "45"},
     ]
-    mine, theirs = await BatchProcessor(pool).process(
+    mine, theirs = await BatchProcessor(pool, KeptLetters()).process(
         [
             chunk(action_id, acct, 0, 1, rows),
             chunk(other_action, other, 0, 1, [{"email": "d@example.com"}]),
@@ -208,10 +198,10 @@ async def test_two_new_rows_with_one_external_id_in_one_statement(pool: asyncpg.
     """
     acct = account()
     existing = [{"email": f"old{i}@example.com"} for i in range(4)]
-    await BatchProcessor(pool).process(
+    await BatchProcessor(pool, KeptLetters()).process(
         [chunk(await new_action(pool, acct, 4), acct, 0, 1, existing)]
     )
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     action_id = await new_action(pool, acct, 6)
     # Mostly existing contacts: the action's next rows skip the insert fast path.
     await processor.process([chunk(action_id, acct, 0, 1, existing)])
@@ -229,7 +219,9 @@ async def test_actions_matching_on_different_fields_keep_their_order(pool: async
     """One batch: the later action's write to a contact wins, whatever each matches on."""
     acct = account()
     seed = [{"email": "e@example.com", "external_id": "X-1", "first_name": "seed"}]
-    await BatchProcessor(pool).process([chunk(await new_action(pool, acct, 1), acct, 0, 1, seed)])
+    await BatchProcessor(pool, KeptLetters()).process(
+        [chunk(await new_action(pool, acct, 1), acct, 0, 1, seed)]
+    )
     first, second, third = [await new_action(pool, acct, 1, "update") for _ in range(3)]
     by_external_id = Chunk(
         second,
@@ -241,7 +233,7 @@ async def test_actions_matching_on_different_fields_keep_their_order(pool: async
         [{"external_id": "X-1", "first_name": "second"}],
         {"match_on": "external_id"},
     )
-    await BatchProcessor(pool).process(
+    await BatchProcessor(pool, KeptLetters()).process(
         [
             chunk(first, acct, 0, 1, [{"email": "other@example.com"}], "update"),
             by_external_id,
@@ -255,7 +247,7 @@ async def test_actions_matching_on_different_fields_keep_their_order(pool: async
 async def test_an_action_paused_during_its_last_rows_completes(pool: asyncpg.Pool) -> None:
     acct = account()
     action_id = await new_action(pool, acct, 2)
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     await processor.process([chunk(action_id, acct, 0, 1, [{"email": "a@example.com"}])])
     await pool.execute("UPDATE bulk_actions SET status = 'paused' WHERE id = $1", action_id)
     await processor.process([chunk(action_id, acct, 1, 2, [{"email": "b@example.com"}])])
@@ -264,7 +256,7 @@ async def test_an_action_paused_during_its_last_rows_completes(pool: asyncpg.Poo
 
 async def test_absent_keys_keep_values_and_null_clears(pool: asyncpg.Pool) -> None:
     acct = account()
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     first = await new_action(pool, acct, 1)
     await processor.process(
         [
@@ -320,7 +312,7 @@ async def test_each_action_on_present_and_missing_contacts(
     pool: asyncpg.Pool, action: str, exists: bool, code: str, reason: str
 ) -> None:
     acct = account()
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     if exists:
         seed = await new_action(pool, acct, 1)
         await processor.process([chunk(seed, acct, 0, 1, [{"email": "e@example.com"}])])
@@ -340,7 +332,7 @@ async def test_new_rows_take_the_insert_path_and_the_rest_are_decided_in_full(
     """One round mixing every case the insert fast path must hand over."""
     acct = account()
     seed = await new_action(pool, acct, 2)
-    await BatchProcessor(pool).process(
+    await BatchProcessor(pool, KeptLetters()).process(
         [
             chunk(
                 seed,
@@ -363,7 +355,9 @@ async def test_new_rows_take_the_insert_path_and_the_rest_are_decided_in_full(
         {"email": "fresh@example.com", "external_id": "ext-2"},  # created
     ]
 
-    [outcome] = await BatchProcessor(pool).process([chunk(action_id, acct, 0, 1, rows)])
+    [outcome] = await BatchProcessor(pool, KeptLetters()).process(
+        [chunk(action_id, acct, 0, 1, rows)]
+    )
 
     assert outcome.codes == "cufsc"
     assert outcome.problems[2].reason == "external_id_taken"
@@ -385,7 +379,7 @@ async def test_an_action_of_existing_rows_is_decided_in_full(
     pool: asyncpg.Pool,
 ) -> None:
     acct = account()
-    processor = BatchProcessor(pool)
+    processor = BatchProcessor(pool, KeptLetters())
     emails = [{"email": f"u{i}@example.com"} for i in range(4)]
     seed = await new_action(pool, acct, 4)
     await processor.process([chunk(seed, acct, 0, 1, emails)])
@@ -407,7 +401,7 @@ async def test_a_value_postgres_cannot_store_fails_only_its_row(pool: asyncpg.Po
         {"email": "b@example.com", "first_name": "B\u0000"},
         {"email": "c@example.com", "custom_fields": {"note": "c\u0000"}},
     ]
-    [out] = await BatchProcessor(pool).process([chunk(action_id, acct, 0, 1, rows)])
+    [out] = await BatchProcessor(pool, KeptLetters()).process([chunk(action_id, acct, 0, 1, rows)])
     assert out.codes == "cff"
     assert {i: p.reason for i, p in out.problems.items()} == {
         1: "untranslatable_character",

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
+import orjson
 import pytest
 
+from bulkflow import constants, dead_letters
 from bulkflow.clickhouse import ClickHouse
+from bulkflow.dead_letters import DeadLetterQueue
+from bulkflow.kafka import Producer
+from bulkflow.settings import Settings
 from schemas.messages import OutcomeBatch, RowProblem
+from stream_agents.outcomes import messages
 from stream_agents.sink import OutcomeSink
 
 pytestmark = pytest.mark.anyio
@@ -37,9 +44,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def sink_of(clickhouse: ClickHouse) -> OutcomeSink:
+    """A sink for messages ClickHouse takes: nothing reaches its dead-letter queue."""
+    return OutcomeSink(clickhouse, cast(DeadLetterQueue, None), "outcomes")
+
+
 async def test_rewritten_outcomes_count_once(clickhouse: ClickHouse) -> None:
     action_id = str(uuid.uuid4())
-    sink = OutcomeSink(clickhouse)
+    sink = sink_of(clickhouse)
     first, second = batch(action_id, 0).to_bytes(), batch(action_id, 1).to_bytes()
     assert await sink.write([first, second]) == 2
     assert await sink.write([first]) == 1  # redelivered
@@ -53,7 +65,7 @@ async def test_rewritten_outcomes_count_once(clickhouse: ClickHouse) -> None:
 
 async def test_each_input_row_becomes_one_outcome_row(clickhouse: ClickHouse) -> None:
     action_id = str(uuid.uuid4())
-    assert await OutcomeSink(clickhouse).write([batch(action_id, chunk_no=2).to_bytes()]) == 1
+    assert await sink_of(clickhouse).write([batch(action_id, chunk_no=2).to_bytes()]) == 1
     page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 10}
     logs = await clickhouse.rows(
         "action_logs", {**page, "row_to": 100, "outcome": "", "reason": ""}
@@ -73,11 +85,49 @@ async def test_each_input_row_becomes_one_outcome_row(clickhouse: ClickHouse) ->
     ]
 
 
-async def test_an_undecodable_message_is_dropped_and_the_others_written(
-    clickhouse: ClickHouse,
+async def test_messages_clickhouse_refuses_are_dead_lettered_and_the_others_written(
+    clickhouse: ClickHouse, isolated: Settings
 ) -> None:
     action_id = str(uuid.uuid4())
-    good = batch(action_id).to_bytes()
-    assert await OutcomeSink(clickhouse, interval=0).write([b'{"codes": 1', good]) == 1
+    good = [batch(action_id, n).to_bytes() for n in range(5)]
+    undecodable = b'{"codes": 1'
+    refused = orjson.dumps({**orjson.loads(good[0]), "first_row_no": "not a number"})
+    async with Producer.open(isolated) as producer:
+        letters = DeadLetterQueue(producer, isolated.topic(constants.DEAD_LETTERS_TOPIC))
+        sink = OutcomeSink(clickhouse, letters, "outcomes", interval=0)
+        assert await sink.write([good[0], undecodable, *good[1:3], refused, *good[3:]]) == 5
     rows = await clickhouse.rows("action_stats", {"account_id": "acme", "action_id": action_id})
-    assert sum(count for *_, count in rows) == 3
+    assert sum(count for *_, count in rows) == 15
+    kept = await dead_letters.list_pending(isolated)
+    assert sorted(letter.raw for letter in kept) == sorted([undecodable, refused])
+    assert {(letter.kind, letter.topic) for letter in kept} == {("undecodable", "outcomes")}
+
+
+async def test_wide_outcomes_are_split_into_messages_that_expand_to_the_same_rows(
+    clickhouse: ClickHouse, isolated: Settings
+) -> None:
+    action_id = str(uuid.uuid4())
+    wide = {i: {"email": f"bad{i}", "note": "x" * 10_000} for i in range(300)}
+    whole = OutcomeBatch(
+        action_id=action_id,
+        account_id="acme",
+        entity="contact",
+        action="upsert",
+        chunk_no=0,
+        first_row_no=1,
+        codes="f" * 300,
+        problems=dict.fromkeys(wide, RowProblem("invalid_email", "email: not valid")),
+        keys=[row["email"] for row in wide.values()],
+        rows=wide,
+        processed_at=1_700_000_000.0,
+    )
+    parts = list(messages(whole))
+    assert len(parts) > 1
+    assert all(len(part) <= constants.OUTCOME_TARGET_BYTES for part in parts)
+    async with Producer.open(isolated) as producer:
+        letters = DeadLetterQueue(producer, isolated.topic(constants.DEAD_LETTERS_TOPIC))
+        assert await OutcomeSink(clickhouse, letters, "outcomes").write(parts) == len(parts)
+    page = {"account_id": "acme", "action_id": action_id, "after": 0, "limit": 1000}
+    problems = await clickhouse.rows("action_problem_rows", {**page, "outcomes": ["failed"]})
+    assert [row[0] for row in problems] == list(range(1, 301))
+    assert [orjson.loads(row[4]) for row in problems] == list(wide.values())
