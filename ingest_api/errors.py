@@ -50,6 +50,10 @@ class InvalidCsv(ApiError):
         self.code = code  # type: ignore[misc]  # the reader's own code, per instance
 
 
+class InvalidMultipart(ApiError):
+    code = "invalid_multipart"
+
+
 class ValidationFailed(ApiError):
     status = 422
     code = "validation_failed"
@@ -79,6 +83,12 @@ class Conflict(ApiError):
 class IdempotencyConflict(ApiError):
     status = 409
     code = "idempotency_conflict"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
 
 
 class TooManyRequests(ApiError):
@@ -121,6 +131,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JsonResponse(
         error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
     )
+
+
+async def body_timeout(request: Request, exc: Exception) -> Response:
+    """The client stopped sending its body (bulkflow.http_timeouts.BodyIdleTimeout)."""
+    return await api_error(request, RequestTimeout(str(exc)))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
