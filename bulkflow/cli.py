@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bulkflow.settings import Settings
 
 
@@ -227,7 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a setting to fix, not a traceback
+        for error in exc.errors(include_url=False):
+            name = "BULKFLOW_" + "_".join(map(str, error["loc"])).upper()
+            print(f"error: {name}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

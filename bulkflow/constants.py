@@ -25,11 +25,25 @@ SINK_INSERT_BYTES: Final = 8 * 1024 * 1024  # outcome messages per ClickHouse in
 # Ingest.
 ROWS_PER_CHUNK: Final = 500  # rows per Kafka message, at most
 MAX_JSON_ROWS: Final = 10_000  # rows per JSON request
-MAX_JSON_BODY_BYTES: Final = 32 * 1024 * 1024  # bytes per JSON request
+#: Bytes per JSON request: 10,000 rows of 1.6 KiB each (a contact with every
+#: field at its longest takes ~1.1 KiB); larger uploads go as CSV.
+MAX_JSON_BODY_BYTES: Final = 16 * 1024 * 1024
+LARGE_JSON_BYTES: Final = 1024 * 1024  # a JSON body larger than this is "large":
+LARGE_JSON_AT_ONCE: Final = 1  # large JSON bodies decoded and submitted at a time, per process
 MAX_FIELD_BYTES: Final = 64 * 1024  # characters per CSV field
 #: Characters per CSV record, all its lines: what the reader holds for one row.
 MAX_RECORD_CHARS: Final = 16 * MAX_FIELD_BYTES
-MAX_CSV_COLUMNS: Final = 200  # columns per CSV header
+#: Levels objects and arrays may nest in a row's custom_fields (itself level 1):
+#: deeper, the row fails (invalid_custom_fields).
+MAX_CUSTOM_FIELDS_DEPTH: Final = 8
+#: Levels a JSON body may nest (the body is level 1, a row 3): deeper, 422.
+#: orjson cannot write more than 254, and every chunk and outcome is written.
+MAX_JSON_DEPTH: Final = 32
+MAX_CSV_COLUMNS: Final = 1_000  # columns per CSV header (trailing empty ones aside)
+#: Characters of rows per block the CSV reader queues: a block of wide rows
+#: ends before its 500th row, so that its chunk encodes below
+#: CHUNK_TARGET_BYTES at once instead of being halved after encoding.
+MAX_CHUNK_CHARS: Final = 256 * 1024
 #: An upload holds a lease on its action for this long (seconds), renewed
 #: every UPLOAD_LEASE_RENEW; a reaper in every process looks for lapsed ones
 #: every UPLOAD_REAP_EVERY. An upload whose process died ends within
@@ -48,6 +62,10 @@ AGENT_BATCH_WITHIN: Final = 0.05  # seconds to wait for a batch to fill
 STATEMENT_CHUNKS: Final = 4
 SINK_BATCH_MESSAGES: Final = 200  # outcome messages per ClickHouse insert
 SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
+#: Limits of a query through the embedded engine's front, which shares the
+#: engine's one thread with the sink's inserts: seconds, and rows read.
+FRONT_MAX_QUERY_SECONDS: Final = 5
+FRONT_MAX_ROWS_TO_READ: Final = 100_000_000
 
 # Python's cyclic garbage collector, in every bulkflow process: allocations of
 # container objects between young-generation collections (CPython's default
@@ -58,6 +76,9 @@ GC_YOUNG_THRESHOLD: Final = 50_000
 
 # Rate limiting.
 ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
+ADMIN_TOKEN_MIN_CHARS: Final = 32  # characters of BULKFLOW_ADMIN_TOKEN
+#: Seconds the API waits for Redis (request limits) before it answers without it.
+API_REDIS_TIMEOUT: Final = 2.0
 
 # Retries of transient failures.
 RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included

@@ -21,9 +21,10 @@ from starlette.types import ASGIApp
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
-from bulkflow.clickhouse_front import EngineFront, create_front
+from bulkflow.clickhouse_front import EngineFront, create_front, front_client_url, front_password
 from bulkflow.database import connect_pool
 from bulkflow.dead_letters import DeadLetterQueue
+from bulkflow.http_timeouts import BodyIdleTimeout, with_header_timeout
 from bulkflow.kafka import Producer
 from bulkflow.producer import ChunkProducer
 from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
@@ -35,7 +36,7 @@ from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
 from ingest_api.reports import Reports
-from ingest_api.request_limits import RequestLimits
+from ingest_api.request_limits import RequestLimits, address_rates
 from ingest_api.routes import ApiResources
 from ingest_api.submission import Submitter
 from stream_agents.app import AgentResources, Agents
@@ -98,12 +99,17 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
             assert clickhouse is not None
-            api_redis = Redis.from_url(settings.redis_url.get_secret_value())
+            api_redis = Redis.from_url(
+                settings.redis_url.get_secret_value(),
+                socket_connect_timeout=constants.API_REDIS_TIMEOUT,
+                socket_timeout=constants.API_REDIS_TIMEOUT,
+            )
             stack.push_async_callback(api_redis.aclose)
             limits = RequestLimits(
                 TokenBucket(api_redis, REQUESTS_PREFIX),
                 writes=Rate(settings.api_writes_per_minute, settings.api_write_burst),
                 reads=Rate(settings.api_reads_per_minute, settings.api_read_burst),
+                addresses=address_rates(settings),
             )
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
@@ -119,12 +125,13 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 ),
                 Admin(pool, admin_token),
             )
-            await _serve_http(api, settings.api_host, settings.api_port, settings.log_level)
+            await _serve_http(api, settings.api_host, settings.api_port, settings)
         elif "sink" in roles and settings.embedded_clickhouse:
             assert clickhouse is not None
             front = await stack.enter_async_context(EngineFront.open(clickhouse))
             port = settings.embedded_clickhouse_port
-            await _serve_http(create_front(front), "127.0.0.1", port, settings.log_level)
+            front_app = create_front(front, front_password(settings))
+            await _serve_http(front_app, "127.0.0.1", port, settings)
         else:
             await _until_signalled()
 
@@ -147,7 +154,8 @@ async def _open_clickhouse(
     if "api" in roles:
         url, wait = settings.embedded_clickhouse_front_url, settings.embedded_clickhouse_wait
         try:
-            return await stack.enter_async_context(ClickHouse.open(url, wait=wait))
+            client = ClickHouse.open(front_client_url(settings), wait=wait)
+            return await stack.enter_async_context(client)
         except OperationalError as exc:
             raise ClickHouseUnavailable(
                 f"no embedded ClickHouse at {url} after {wait:g} s: start the sink "
@@ -156,7 +164,7 @@ async def _open_clickhouse(
     return None
 
 
-async def _serve_http(app: ASGIApp, host: str, port: int, log_level: str) -> None:
+async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then return: the caller's resources close in order.
 
     uvicorn raises the signal it stopped on again once it has put the previous
@@ -169,7 +177,15 @@ async def _serve_http(app: ASGIApp, host: str, port: int, log_level: str) -> Non
     for sig in signals:
         loop.add_signal_handler(sig, lambda: None)
     config = uvicorn.Config(
-        app, host=host, port=port, lifespan="off", log_level=log_level.lower(), access_log=False
+        BodyIdleTimeout(app, settings.api_body_idle_timeout),
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        # Slow clients: see bulkflow/http_timeouts.py.
+        http=with_header_timeout(settings.api_header_timeout),
+        timeout_keep_alive=settings.api_keep_alive_timeout,
     )
     try:
         await uvicorn.Server(config).serve()

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bulkflow import PROJECT_ROOT
+from bulkflow import PROJECT_ROOT, constants
 
 Role = Literal["api", "agents", "sink"]
 
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     #: Seconds an API process running apart from the sink waits for that front
     #: at startup (the sink's process may start after it).
     embedded_clickhouse_wait: float = Field(default=120.0, gt=0)
+    #: The front's password (user ``bulkflow``). Unset: one is generated for the
+    #: host and kept in ``<state_dir>/clickhouse-front.secret`` (mode 0600),
+    #: where the sink's and the API's processes find it.
+    embedded_clickhouse_password: SecretStr | None = None
 
     #: Rows per minute an account's actions may apply unless the account has an
     #: override (`bulkflow accounts limit`, or the admin API).
@@ -60,11 +64,34 @@ class Settings(BaseSettings):
     api_read_burst: int = Field(default=200, ge=1)
     #: Bearer token of the admin API (/v1/admin/...); unset disables it.
     admin_token: SecretStr | None = None
+    #: Requests per minute from one client address, counted before the API key
+    #: is looked at, and failed authentications per address (a refused key
+    #: costs no database lookup once they run out).
+    api_address_requests_per_minute: int = Field(default=3_000, ge=1)
+    api_address_burst: int = Field(default=300, ge=1)
+    api_auth_failures_per_minute: int = Field(default=30, ge=1)
+    api_auth_failure_burst: int = Field(default=10, ge=1)
+    #: Seconds a client may take to send a request's line and headers, and to
+    #: send the next part of a body the API waits for; an idle keep-alive
+    #: connection is closed after api_keep_alive_timeout.
+    api_header_timeout: float = Field(default=10.0, gt=0)
+    api_body_idle_timeout: float = Field(default=30.0, gt=0)
+    api_keep_alive_timeout: int = Field(default=5, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8787
 
     log_level: str = "INFO"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < constants.ADMIN_TOKEN_MIN_CHARS:
+            raise ValueError(
+                f"needs at least {constants.ADMIN_TOKEN_MIN_CHARS} characters"
+                " (e.g. `openssl rand -hex 32`)"
+            )
+        return token
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -6,9 +6,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from bulkflow.http_timeouts import BodyTimeout
 from ingest_api.admin import Admin, admin_routes
 from ingest_api.controls import control_routes
-from ingest_api.errors import ApiError, api_error, http_error, unexpected_error
+from ingest_api.errors import ApiError, api_error, body_timeout, http_error, unexpected_error
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
 
@@ -19,6 +20,7 @@ def create_app(resources: ApiResources, admin: Admin) -> Starlette:
         middleware=[Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: api_error,
+            BodyTimeout: body_timeout,
             HTTPException: http_error,
             Exception: unexpected_error,
         },

@@ -5,6 +5,12 @@ fields) but pulls its input synchronously, so it runs on a thread of its own:
 the request body reaches it through a bounded queue and parsed blocks come back
 through another. Memory holds a few blocks at a time whatever the file size.
 
+A header's trailing empty columns (``email,name,,``, as spreadsheets export a
+sheet with formatted but empty columns) are not columns: they and their empty
+cells are dropped. A failed-rows export sent back (it has the ``row_no`` and
+``error`` columns) has the ``'`` that neutralised its formula-like cells
+removed again (see :func:`escape_formula`), so its values are the ones first sent.
+
 Row numbers count data rows (the header excluded, blank lines skipped), so they
 stay stable when fields contain newlines. A row that cannot be read (invalid
 bytes for the encoding, more fields than the header, an oversized field) comes
@@ -31,6 +37,7 @@ import janus
 
 from bulkflow import constants
 from schemas.bulk_action import column_key
+from schemas.entity import DOWNLOAD_COLUMNS
 from schemas.messages import JsonRow, RowProblem
 
 _QUEUE_BLOCKS = 16  # request body blocks (~64 KiB each) waiting for the parser
@@ -42,6 +49,28 @@ _EXTRA_SHOWN = 200  # characters of surplus fields quoted in a too_many_fields m
 # What errors="surrogateescape" makes of invalid bytes (and utf-7 of a lone
 # surrogate): no JSON encoder takes them, so a broken row shows U+FFFD instead.
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP's
+# list); one that starts with quotes and then one of them gets one quote more,
+# so that removing one quote from a cell matching _ESCAPED is exact.
+_NEEDS_ESCAPE = re.compile("'*[=+\\-@\t\r]")
+_ESCAPED = re.compile("'+[=+\\-@\t\r]")
+
+
+def escape_formula(value: str) -> str:
+    """The cell as a failed-rows export writes it: a spreadsheet shows it, never runs it.
+
+    ``=HYPERLINK(...)``, ``@SUM(1+1)``, ``+1+1``, but also ``-5`` and
+    ``+44 20 7946 0000``, get a leading ``'``; :func:`unescape_formula` takes it
+    off when the export comes back, so every value round-trips unchanged.
+    """
+    return "'" + value if _NEEDS_ESCAPE.match(value) else value
+
+
+def unescape_formula(value: str) -> str:
+    """The value :func:`escape_formula` was given."""
+    return value[1:] if value[:1] == "'" and _ESCAPED.match(value) else value
+
 
 # The csv module's limit is process-wide and MAX_RECORD_CHARS is checked before
 # the parser sees a line, so the module's own limit is never the one reached.
@@ -249,15 +278,23 @@ class CsvReader:
         """Put out blocks of rows; then what ends the stream: None, or a rejection."""
         # The hot loop (a million rows per upload): locals, and the checks inline.
         out, rows_per_block, width = self._parsed.sync_q, self._rows_per_block, len(header)
+        unescape = {column_key(name) for name in header} >= DOWNLOAD_COLUMNS
+        # Characters a row costs in a chunk beyond its values: the column names.
+        per_row, max_chars = sum(len(name) + 6 for name in header), constants.MAX_CHUNK_CHARS
         block = RowBlock(first_row_no=1)
         rows, broken = block.rows, block.broken
-        row_no = 0
+        row_no = chars = 0
         try:
             for record in reader:
+                chars += lines.used + per_row
                 lines.used = 0  # the record ended: the next one has the whole budget
                 if not record:
                     continue  # a blank line is not a row
                 row_no += 1
+                if len(record) > width and not any(record[width:]):
+                    del record[width:]  # the cells of trailing empty header columns
+                if unescape:
+                    record = list(map(unescape_formula, record))
                 if (
                     len(record) <= width
                     and max(map(len, record)) <= constants.MAX_FIELD_BYTES
@@ -269,10 +306,11 @@ class CsvReader:
                 else:
                     broken[len(rows)] = _problem(header, record)
                     rows.append(_as_sent(header, record))
-                if len(rows) == rows_per_block:
+                if len(rows) == rows_per_block or chars >= max_chars:
                     out.put(block)
                     block = RowBlock(first_row_no=row_no + 1)
                     rows, broken = block.rows, block.broken
+                    chars = 0
         except _RecordUnreadable as exc:
             return CsvRejected(exc.code, f"row {row_no + 1}: {exc.reason}")
         except csv.Error as exc:
@@ -297,14 +335,26 @@ class CsvReader:
         except csv.Error as exc:
             return CsvRejected("invalid_csv", f"the header row cannot be read: {exc}")
         header = [name.strip() for name in record]
+        while header and not header[-1]:
+            header.pop()  # trailing empty columns, as spreadsheets export them
+        if {column_key(name) for name in header} >= DOWNLOAD_COLUMNS:
+            header = [unescape_formula(name) for name in header]
         if any(_has_invalid_bytes(name) for name in header):
             return CsvRejected(
                 "invalid_encoding", f"the header is not valid {self._format.encoding}"
             )
         if len(header) > constants.MAX_CSV_COLUMNS:
-            return CsvRejected("too_many_columns", f"more than {constants.MAX_CSV_COLUMNS} columns")
+            return CsvRejected(
+                "too_many_columns",
+                f"the header has {len(header):,} columns;"
+                f" at most {constants.MAX_CSV_COLUMNS:,} are accepted",
+            )
+        if not header:
+            return CsvRejected("invalid_header", "the header names no column")
         if any(not name for name in header):
-            return CsvRejected("invalid_header", "a header column is empty")
+            return CsvRejected(
+                "invalid_header", "a header column is empty (only trailing ones may be)"
+            )
         keys = [column_key(name) for name in header]
         if len(set(keys)) != len(keys):
             return CsvRejected(

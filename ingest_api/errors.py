@@ -56,6 +56,10 @@ class InvalidCsv(ApiError):
         super().__init__(message, details, code=code)  # the reader's own code
 
 
+class InvalidMultipart(ApiError):
+    code = "invalid_multipart"
+
+
 class ValidationFailed(ApiError):
     status = 422
     code = "validation_failed"
@@ -85,6 +89,12 @@ class Conflict(ApiError):
 class IdempotencyConflict(ApiError):
     status = 409
     code = "idempotency_conflict"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
 
 
 class TooManyRequests(ApiError):
@@ -127,6 +137,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JsonResponse(
         error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
     )
+
+
+async def body_timeout(request: Request, exc: Exception) -> Response:
+    """The client stopped sending its body (bulkflow.http_timeouts.BodyIdleTimeout)."""
+    return await api_error(request, RequestTimeout(str(exc)))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
+from ingest_api.csv_reader import escape_formula
 from ingest_api.errors import Unavailable
 from schemas.bulk_action import BulkActionStats, Counts, LogFilters, ReasonCount, RowLog
 
@@ -96,7 +97,12 @@ class Reports:
     async def problem_rows_csv(
         self, account_id: str, action_id: uuid.UUID, columns: list[str], outcomes: list[str]
     ) -> AsyncIterator[bytes]:
-        """The original columns of failed (and skipped) rows, plus row_no and error."""
+        """The original columns of failed (and skipped) rows, plus row_no and error.
+
+        A cell a spreadsheet would run as a formula gets a leading ``'``
+        (:func:`escape_formula`); the CSV reader takes it off when the file
+        comes back.
+        """
         # The header goes out with the first page, so that the first part of
         # the body is a query's result (see routes.prefetched).
         header = _csv_line([*columns, "row_no", "error"])
@@ -121,7 +127,11 @@ class Reports:
             for row_no, _, reason, message, data in rows:
                 values = orjson.loads(data) if data else {}
                 writer.writerow(
-                    [*(_cell(values.get(c)) for c in columns), row_no, f"{reason}: {message}"]
+                    [
+                        *(escape_formula(_cell(values.get(c))) for c in columns),
+                        row_no,
+                        escape_formula(f"{reason}: {message}"),
+                    ]
                 )
             yield header + out.getvalue().encode()
             header = b""
@@ -143,5 +153,5 @@ def _cell(value: Any) -> str:
 
 def _csv_line(values: list[str]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(values)
+    csv.writer(out, lineterminator="\r\n").writerow(map(escape_formula, values))
     return out.getvalue().encode()

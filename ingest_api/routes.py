@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import orjson
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -24,9 +26,11 @@ from ingest_api.errors import (
     JsonResponse,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from ingest_api.multipart_upload import MultipartUpload
 from ingest_api.pagination import ACTIONS_CURSOR, LOGS_CURSOR
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits
@@ -39,9 +43,12 @@ from schemas.bulk_action import (
     ListFilters,
     LogFilters,
 )
+from schemas.contact import deeper_than
 
-_UPLOAD_BLOCK = 64 * 1024  # bytes read at a time from a multipart file part
 _MAX_IDEMPOTENCY_KEY = 255  # characters
+#: Large JSON bodies decoded and submitted at once: the rows of each, as
+#: objects, hold ~10-20x the body until they are published.
+_LARGE_JSON = anyio.Semaphore(constants.LARGE_JSON_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,18 @@ def _resources(request: Request) -> ApiResources:
 
 
 async def caller(request: Request) -> tuple[ApiResources, str]:
-    """Who calls (401 otherwise), within their request allowance (429 otherwise)."""
+    """Who calls (401 otherwise), within their request allowance (429 otherwise).
+
+    The client address's allowance comes first: a flood of bad keys is
+    refused before it costs database lookups.
+    """
     resources = _resources(request)
-    account = await resources.auth.account(request)
+    await resources.limits.check_address(request)
+    try:
+        account = await resources.auth.account(request)
+    except Unauthorized:
+        await resources.limits.auth_failed(request)
+        raise
     await resources.limits.check(request, account)
     return resources, account
 
@@ -105,44 +121,66 @@ def _idempotency(request: Request, fingerprint: bytes) -> Idempotency | None:
     return Idempotency(key, hashlib.sha256(fingerprint).digest())
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
     declared = request.headers.get("content-length")
+    too_large = f"a JSON body may have at most {limit:,} bytes"
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"a JSON body may have at most {limit} bytes")
+        raise PayloadTooLarge(too_large, {"limit_bytes": limit})
     body = bytearray()
     async for block in request.stream():
         body += block
         if len(body) > limit:
-            raise PayloadTooLarge(f"a JSON body may have at most {limit} bytes")
-    return bytes(body)
+            raise PayloadTooLarge(too_large, {"limit_bytes": limit})
+    return body
+
+
+def _loads(raw: bytes | bytearray) -> Any:
+    """JSON, nested at most MAX_JSON_DEPTH levels (400 if not JSON, 422 if deeper)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:  # also beyond orjson's own 1,024 levels
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    if deeper_than(data, constants.MAX_JSON_DEPTH):
+        raise ValidationFailed(
+            f"the body nests objects and arrays deeper than {constants.MAX_JSON_DEPTH} levels",
+            [{"loc": [], "msg": f"at most {constants.MAX_JSON_DEPTH} levels", "type": "depth"}],
+        )
+    return data
 
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, read only up to ``limit`` bytes (413 beyond, 400 if not JSON).
 
     Call it after :func:`caller`: a body is worth reading only for a known,
-    allowed caller.
+    allowed caller. For small bodies: it decodes on the event loop.
     """
-    raw = await _read_body(request, limit)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    return _loads(await _read_body(request, limit))
+
+
+def _decode_bulk_action(raw: bytearray) -> tuple[BulkActionRequest, bytes]:
+    """The request and its fingerprint; on a worker thread, all of the CPU work."""
+    body = parse(BulkActionRequest, _loads(raw), "the bulk action is invalid")
+    del raw[:]  # the rows are objects now: the bytes can go
+    # As model_dump(mode="json") would write it, without copying every row first.
+    dumped = {**body.model_dump(mode="json", exclude={"rows"}), "rows": body.rows}
+    return body, orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)
 
 
 async def _submit_json(request: Request, resources: ApiResources, account: str) -> Created:
-    data = await read_json(request, constants.MAX_JSON_BODY_BYTES)
-    body = parse(BulkActionRequest, data, "the bulk action is invalid")
-    fingerprint = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return await resources.submitter.submit_rows(
-        account,
-        body.entity,
-        body.action,
-        body.options,
-        body.rows,
-        _idempotency(request, fingerprint),
-        body.scheduled_for,
-    )
+    """Parsed and validated on a worker thread: the event loop serves others meanwhile."""
+    raw = await _read_body(request, constants.MAX_JSON_BODY_BYTES)
+    large = len(raw) > constants.LARGE_JSON_BYTES
+    async with _LARGE_JSON if large else contextlib.nullcontext():
+        body, fingerprint = await anyio.to_thread.run_sync(_decode_bulk_action, raw)
+        return await resources.submitter.submit_rows(
+            account,
+            body.entity,
+            body.action,
+            body.options,
+            body.rows,
+            _idempotency(request, fingerprint),
+            body.scheduled_for,
+        )
 
 
 async def _submit_csv(
@@ -178,21 +216,10 @@ async def _submit_csv(
 
 
 async def _submit_multipart(request: Request, resources: ApiResources, account: str) -> Created:
-    async with request.form(max_files=1, max_fields=20) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationFailed(
-                "a multipart upload needs a 'file' part",
-                [{"loc": ["file"], "msg": "Field required", "type": "missing"}],
-            )
-        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        params = parse(CsvParameters, fields, "the CSV parameters are invalid")
-
-        async def blocks() -> AsyncIterator[bytes]:
-            while block := await upload.read(_UPLOAD_BLOCK):
-                yield block
-
-        return await _submit_csv(request, resources, account, params, blocks())
+    """The option fields first, checked before a byte of the file is read; then the file."""
+    upload = MultipartUpload(request.headers["content-type"], request.stream())
+    params = parse(CsvParameters, await upload.fields(), "the CSV parameters are invalid")
+    return await _submit_csv(request, resources, account, params, upload.file())
 
 
 # --- reading -------------------------------------------------------------

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from schemas.contact import ExternalId, Text
+from schemas.contact import CustomFields, ExternalId, Text
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -37,4 +37,4 @@ class CompanyRow(BaseModel):
     name: Text | None = None
     industry: Annotated[str, StringConstraints(max_length=100)] | None = None
     employee_count: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
-    custom_fields: dict[str, Any] | None = None
+    custom_fields: CustomFields | None = None

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from bulkflow import constants
+
 # Pragmatic syntax check (RFC 5322 allows more, mail systems do not): one @,
 # no spaces, a dotted domain with a 2+ letter top level.
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
@@ -18,6 +20,35 @@ def _email(value: str) -> str:
     return value
 
 
+def deeper_than(value: Any, levels: int) -> bool:
+    """Whether objects and arrays nest in ``value`` more than ``levels`` deep (it is level 1).
+
+    Iterative: a value nested past the interpreter's recursion limit is an
+    answer, not a RecursionError.
+    """
+    if not isinstance(value, dict | list):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > levels:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _custom_fields(value: dict[str, Any]) -> dict[str, Any]:
+    if deeper_than(value, constants.MAX_CUSTOM_FIELDS_DEPTH):
+        raise ValueError(
+            f"objects and arrays nest deeper than {constants.MAX_CUSTOM_FIELDS_DEPTH} levels"
+        )
+    return value
+
+
+#: Anything JSON holds, nested at most MAX_CUSTOM_FIELDS_DEPTH levels.
+CustomFields = Annotated[dict[str, Any], AfterValidator(_custom_fields)]
 Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(max_length=200)]
@@ -45,4 +76,4 @@ class ContactRow(BaseModel):
     job_title: Text | None = None
     status: ContactStatus | None = None
     lead_score: Annotated[int, Field(ge=0, le=100)] | None = None
-    custom_fields: dict[str, Any] | None = None
+    custom_fields: CustomFields | None = None

@@ -36,7 +36,7 @@ from tests.support import Tenant, new_tenant
 
 RUN_ID = uuid.uuid4().hex[:8]
 SERVER_START_TIMEOUT = 120.0  # seconds
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-of-at-least-32-characters"
 #: The test server's default row allowance: high, so that only the tests that
 #: set a limit on their account are throttled.
 TEST_ROWS_PER_MINUTE = 10_000_000
@@ -46,6 +46,11 @@ TEST_WRITES_PER_MINUTE = 60
 TEST_WRITE_BURST = 12
 #: Seconds before the server cancels a statement: short, for the timeout fault test.
 TEST_COMMAND_TIMEOUT = 5
+#: Every test's requests come from 127.0.0.1: its per-address allowances are
+#: out of reach, except on the servers of the tests of those limits.
+TEST_ADDRESS_REQUESTS_PER_MINUTE = 1_000_000
+TEST_ADDRESS_BURST = 100_000
+TEST_AUTH_FAILURE_BURST = 10_000
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -56,6 +61,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "api_writes_per_minute": TEST_WRITES_PER_MINUTE,
             "api_write_burst": TEST_WRITE_BURST,
             "postgres_command_timeout": TEST_COMMAND_TIMEOUT,
+            "api_address_requests_per_minute": TEST_ADDRESS_REQUESTS_PER_MINUTE,
+            "api_address_burst": TEST_ADDRESS_BURST,
+            "api_auth_failures_per_minute": TEST_ADDRESS_REQUESTS_PER_MINUTE,
+            "api_auth_failure_burst": TEST_AUTH_FAILURE_BURST,
         }
     ).as_env()
 
@@ -106,6 +115,8 @@ def settings(local_services: Settings, tmp_path_factory: pytest.TempPathFactory)
         clickhouse_url=SecretStr(f"chdb://{tmp_path_factory.mktemp('clickhouse')}"),
         api_port=free_port(),
         embedded_clickhouse_port=free_port(),
+        # Set, so that the run's servers write no secret into the state directory.
+        embedded_clickhouse_password=SecretStr(f"front-{uuid.uuid4().hex}"),
         rows_per_minute=TEST_ROWS_PER_MINUTE,
     )
 

@@ -10,14 +10,16 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
+from urllib.parse import quote, urlsplit
 
 import clickhouse_connect
+import httpx
 import pytest
 import uvicorn
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from bulkflow.clickhouse import ClickHouse
-from bulkflow.clickhouse_front import EngineFront, create_front
+from bulkflow.clickhouse_front import USER, EngineFront, create_front
 from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.fleet import free_port
 from bulkflow.settings import Settings
@@ -37,18 +39,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+PASSWORD = "front password: any characters / @ %"
+
+
 @asynccontextmanager
 async def serving_front(clickhouse: ClickHouse) -> AsyncIterator[str]:
-    """The front on a free port, as the sink's process serves it; its URL."""
+    """The front on a free port, as the sink's process serves it; its URL, credentials in it."""
     port = free_port()
     async with EngineFront.open(clickhouse) as front:
         config = uvicorn.Config(
-            create_front(front), host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            create_front(front, PASSWORD),
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}"
         finally:
             server.should_exit = True
             await serving
@@ -161,3 +170,61 @@ def test_an_api_without_the_sink_names_the_missing_role(database: Settings) -> N
     assert last.startswith("error: no embedded ClickHouse at http://127.0.0.1:")
     assert "bulkflow serve --role sink" in last
     assert "Traceback" not in done.stderr
+
+
+def bare(url: str) -> str:
+    """The front's URL without its credentials."""
+    return f"http://{urlsplit(url).hostname}:{urlsplit(url).port}"
+
+
+@pytest.mark.parametrize("password", [None, "wrong", PASSWORD[:-1]])
+async def test_the_front_needs_its_password(front_url: str, password: str | None) -> None:
+    client = httpx.AsyncClient(base_url=bare(front_url))
+    auth = (USER, password) if password is not None else None
+    async with client:
+        response = await client.post("/", content=b"SELECT 1", auth=auth)
+        assert response.status_code == 401
+        assert response.headers["x-clickhouse-exception-code"] == "516"
+        assert "password is incorrect" in response.text
+        # As ClickHouse takes them: basic auth (the client's way), its headers, parameters.
+        for credentials in (
+            {"auth": (USER, PASSWORD)},
+            {"headers": {"X-ClickHouse-User": USER, "X-ClickHouse-Key": PASSWORD}},
+            {"params": {"user": USER, "password": PASSWORD}},
+        ):
+            ok = await client.post("/", content=b"SELECT 1", **credentials)  # type: ignore[arg-type]
+            assert (ok.status_code, ok.text) == (200, "1\n")
+        other_user = await client.post("/", content=b"SELECT 1", auth=("default", PASSWORD))
+        assert other_user.status_code == 401
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:18123", "10.0.0.5"])
+async def test_the_front_answers_only_to_a_local_host_name(front_url: str, host: str) -> None:
+    """A page rebinding its own name to 127.0.0.1 still sends its own name as Host."""
+    async with httpx.AsyncClient(base_url=bare(front_url), auth=(USER, PASSWORD)) as client:
+        refused = await client.post("/", content=b"SELECT 1", headers={"host": host})
+        assert refused.status_code == 400
+        local = await client.post("/", content=b"SELECT 1", headers={"host": "localhost"})
+        assert local.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("SELECT count() FROM numbers(10000000000)", "158"),  # TOO_MANY_ROWS, read 100M
+        # Few rows, much work: a cross join of 9 billion rows.
+        ("SELECT count() FROM numbers(3000) a, numbers(3000) b, numbers(1000) c", "159"),
+    ],
+)
+async def test_one_heavy_query_cannot_hold_the_engine(
+    front_url: str, remote: ClickHouse, query: str, code: str
+) -> None:
+    """Stopped by the engine's limits: its thread is free again for the sink and /stats."""
+    async with httpx.AsyncClient(base_url=bare(front_url), auth=(USER, PASSWORD)) as client:
+        heavy = await client.post("/", content=query.encode(), timeout=120)
+        assert heavy.headers["x-clickhouse-exception-code"] == code, heavy.text
+        for change in ("SET max_execution_time = 0", "SELECT 1 SETTINGS max_rows_to_read = 0"):
+            refused = await client.post("/", content=change.encode())
+            assert refused.headers["x-clickhouse-exception-code"] == "164", refused.text  # READONLY
+    action_id = str(uuid.uuid4())
+    assert await remote.rows("action_stats", {"account_id": "acme", "action_id": action_id}) == []

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from bulkflow import constants
-from ingest_api.csv_reader import CsvFormat, CsvReader, CsvRejected, RowBlock
+from ingest_api.csv_reader import (
+    CsvFormat,
+    CsvReader,
+    CsvRejected,
+    RowBlock,
+    escape_formula,
+    unescape_formula,
+)
 from schemas.messages import Chunk
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +203,82 @@ async def test_a_byte_order_mark_is_not_part_of_the_header(encoding: str) -> Non
     header, blocks = await read(data, CsvFormat(encoding=encoding))
     assert header == ["email", "name"]
     assert rows_of(blocks) == [(1, {"email": "a@x.io", "name": "A"})]
+
+
+async def test_trailing_empty_header_columns_are_not_columns() -> None:
+    """Spreadsheets export formatted but empty columns: ``email,name,,``."""
+    data = b"email,name,,\r\na@x.io,A,,\r\nb@x.io,B\r\nc@x.io,C,,x\r\n"
+    header, blocks = await read(data, rows_per_block=10)
+    assert header == ["email", "name"]
+    [block] = blocks
+    assert block.rows[:2] == [{"email": "a@x.io", "name": "A"}, {"email": "b@x.io", "name": "B"}]
+    # A value under no column is still a value sent: that row fails alone.
+    assert block.broken[2].reason == "too_many_fields"
+    assert set(block.broken) == {2}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b",,\n", "the header names no column"),
+        (b"email,,name,,\n", "a header column is empty (only trailing ones may be)"),
+    ],
+)
+async def test_empty_header_columns_elsewhere_reject_the_file(data: bytes, message: str) -> None:
+    rejected = await rejection(data)
+    assert (rejected.code, rejected.message) == ("invalid_header", message)
+
+
+async def test_a_thousand_columns_are_read_and_more_are_refused_naming_the_cap() -> None:
+    names = [f"col{i}" for i in range(constants.MAX_CSV_COLUMNS - 1)]
+    data = ",".join(["email", *names]).encode() + b"\n" + b"a@x.io," + b"v," * len(names) + b"\n"
+    header, blocks = await read(data, piece=BIG_PIECE)
+    assert len(header) == constants.MAX_CSV_COLUMNS == 1_000
+    assert rows_of(blocks)[0][1]["col998"] == "v"
+
+    wider = ",".join(["email", *names, "one_more"]).encode() + b"\n"
+    rejected = await rejection(wider, BIG_PIECE)
+    assert rejected.code == "too_many_columns"
+    assert rejected.message == "the header has 1,001 columns; at most 1,000 are accepted"
+
+
+async def test_wide_rows_make_smaller_blocks() -> None:
+    """A block's message stays under the broker's 1 MB whatever the width of its rows."""
+    names = [f"column_{i}" for i in range(999)]
+    row = b"a@x.io," + b"value," * len(names) + b"\n"
+    data = ",".join(["email", *names]).encode() + b"\n" + row * 100
+    _, blocks = await read(data, rows_per_block=500, piece=BIG_PIECE)
+    assert sum(len(b.rows) for b in blocks) == 100
+    assert len(blocks) > 1
+    for block in blocks:
+        chunk = Chunk("a", "acc", "contact", "upsert", 0, block.first_row_no, block.rows)
+        assert len(chunk.to_bytes()) < 1_000_000
+    assert [b.first_row_no for b in blocks] == [
+        1 + sum(len(b.rows) for b in blocks[:i]) for i in range(len(blocks))
+    ]
+
+
+FORMULAS = ["=HYPERLINK(\"http://x.io\")", "@SUM(1+1)", "+1+1", "-5", "+44 20 7946 0000",
+            "\tTab", "\rCR", "'=quoted", "''-5", "'plain", "plain", ""]  # fmt: skip
+
+
+def test_formula_cells_are_escaped_exactly() -> None:
+    escaped = [escape_formula(value) for value in FORMULAS]
+    assert escaped[:7] == ["'" + value for value in FORMULAS[:7]]
+    assert escaped[7:9] == ["''=quoted", "'''-5"]
+    assert escaped[9:] == FORMULAS[9:]  # nothing a spreadsheet would run
+    assert [unescape_formula(value) for value in escaped] == FORMULAS
+
+
+async def test_an_export_sent_back_loses_the_escapes_and_only_an_export() -> None:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([escape_formula(name) for name in ["email", "=Name", "row_no", "error"]])
+    writer.writerows([["a@x.io", escape_formula(value), 1, "invalid: x"] for value in FORMULAS])
+    header, blocks = await read(out.getvalue().encode(), rows_per_block=100)
+    assert header == ["email", "=Name", "row_no", "error"]
+    assert [row["=Name"] for _, row in rows_of(blocks)] == FORMULAS
+
+    plain = b"email,name\na@x.io,'=kept\n"  # not an export: the cell is as sent
+    _, blocks = await read(plain)
+    assert rows_of(blocks) == [(1, {"email": "a@x.io", "name": "'=kept"})]
