@@ -40,7 +40,13 @@ from bulkflow.retry import Failure, until_answers
 from schemas.bulk_action import ActionOptions
 from schemas.entity import ENTITIES, MATCH_ID, Entity, Prepared
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
-from stream_agents.errors import ConcurrentWrite, RetriesExhausted, failure, is_transient
+from stream_agents.errors import (
+    ConcurrentWrite,
+    RetriesExhausted,
+    failure,
+    is_transient,
+    row_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +365,7 @@ class BatchProcessor:
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
-            reason = _snake(type(exc).__name__.removesuffix("Error"))
+            reason = row_reason(exc)
             # str(exc) would add the DETAIL on a line of its own: one line, each once.
             detail = getattr(exc, "detail", None)
             message = getattr(exc, "message", None) or str(exc)
@@ -593,11 +599,6 @@ async def _release_and_end(
 _CREATING = frozenset({"create", "upsert"})
 _CANCELLED = RowProblem("cancelled", "the bulk action was cancelled before this row")
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
-
-
-def _snake(name: str) -> str:
-    """``CheckViolation`` -> ``check_violation``: the SQLSTATE class as a reason."""
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:

@@ -32,3 +32,29 @@ def failure(exc: BaseException) -> Failure:
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt of the same work (an outage or a lost race)."""
     return failure(exc) is not Failure.PERMANENT
+
+
+#: SQLSTATEs a row can cause, by the condition names Postgres documents
+#: (Appendix A): a row failing one of these fails alone, with this reason.
+_ROW_CONDITIONS = {
+    "22001": "string_data_right_truncation",
+    "22003": "numeric_value_out_of_range",
+    "22007": "invalid_datetime_format",
+    "22008": "datetime_field_overflow",
+    "22021": "character_not_in_repertoire",
+    "22P02": "invalid_text_representation",
+    "22P05": "untranslatable_character",
+    "23502": "not_null_violation",
+    "23503": "foreign_key_violation",
+    "23505": "unique_violation",
+    "23514": "check_violation",
+    "23P01": "exclusion_violation",
+    "54000": "program_limit_exceeded",
+}
+_ROW_CLASSES = {"22": "data_exception", "23": "integrity_constraint_violation"}
+
+
+def row_reason(exc: asyncpg.PostgresError) -> str:
+    """The reason a row fails with, keyed on the error's SQLSTATE."""
+    state = str(exc.sqlstate or "")
+    return _ROW_CONDITIONS.get(state) or _ROW_CLASSES.get(state[:2]) or f"database_error_{state}"
