@@ -24,11 +24,8 @@ from tests.support import (
 
 pytestmark = pytest.mark.anyio
 
-WAITING_APPLY = """
-    SELECT pid FROM pg_stat_activity
-    WHERE datname = current_database() AND wait_event_type = 'Lock'
-      AND (query LIKE '%Applies one round%' OR query LIKE '%fast path of contacts_apply%')
-"""
+#: Backends the locker blocks: the agents' apply statement, waiting for the lock.
+BLOCKED_BY = "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -53,7 +50,10 @@ async def test_a_killed_connection_is_retried(
             action = await submit_json(api, tenant, rows(1_000))
             # Watched from another connection: inside a transaction, pg_stat_activity
             # is a snapshot that never changes.
-            pid = await eventually(lambda: pool.fetchval(WAITING_APPLY), "the apply waiting")
+            locker_pid = locker.get_server_pid()
+            pid = await eventually(
+                lambda: pool.fetchval(BLOCKED_BY, locker_pid), "the apply waiting"
+            )
             assert await locker.fetchval("SELECT pg_terminate_backend($1)", pid)
         finally:
             await lock.rollback()
