@@ -38,3 +38,6 @@ ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
 # Retries of transient failures.
 RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included
 RETRY_INTERVAL: Final = 1.0  # seconds between attempts
+
+# The fault suite (bulkflow chaos): what it breaks, in the order it runs them.
+CHAOS_SCENARIOS: Final = ("agents", "sink", "api", "postgres", "kafka", "redis")
