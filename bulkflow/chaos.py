@@ -21,6 +21,7 @@ fault lands while rows are still arriving and being applied.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import tempfile
@@ -62,7 +63,10 @@ STALL_PATIENCE = 90.0
 INTERRUPTED_PATIENCE = 30.0
 POLL = 0.25  # seconds between looks
 TERMINAL = ("completed", "failed", "cancelled")
-_LOG_MARKS = (b" ERROR ", b" CRITICAL ", b"Traceback", b"retries_exhausted", b"dead-letter")
+#: Log lines worth showing when a scenario fails: errors, and the exception that ends a
+#: traceback; ``what`` is the line without its time, to show each only once.
+_ERROR_LINE = re.compile(r"^[\d-]+ [\d:,]+ (?:ERROR|CRITICAL) (?P<what>.*)$")
+_EXCEPTION_LINE = re.compile(r"^(?P<what>[\w.]+(?:Error|Exception)\b.*)$")
 
 
 class Unverified(Exception):
@@ -150,7 +154,7 @@ async def run_chaos(
     """Every scenario in turn against one private set of services; the table printed."""
     work = Path(tempfile.mkdtemp(prefix="bulkflow-chaos-"))
     results = []
-    async with private_services(settings, work / "services") as (services, supervisor):
+    async with private_services(settings) as (services, supervisor):
         for name in scenarios:
             seconds = outage if outage is not None else OUTAGES.get(name, 0.0)
             print(f"chaos: {name} with {rows:,} rows", flush=True)
@@ -169,10 +173,9 @@ async def run_chaos(
 
 
 @asynccontextmanager
-async def private_services(
-    settings: Settings, state_dir: Path
-) -> AsyncIterator[tuple[Settings, Supervisor]]:
-    """Postgres, Kafka and Redis of this run's own, on free ports; stopped at the end."""
+async def private_services(settings: Settings) -> AsyncIterator[tuple[Settings, Supervisor]]:
+    """Postgres, Kafka and Redis of this run's own, on free ports; stopped and removed after."""
+    state_dir = _reachable_temp_dir()
     kafka = _free_port_pair()  # Kafka's controller listens on the port after the broker's
     services = settings.model_copy(
         update={
@@ -188,6 +191,15 @@ async def private_services(
         yield services, supervisor
     finally:
         await asyncio.to_thread(supervisor.down)
+        await asyncio.to_thread(shutil.rmtree, state_dir, ignore_errors=True)
+
+
+def _reachable_temp_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="bulkflow-chaos-services-"))
+    # Postgres runs as the postgres user when this is root: let it reach its data
+    # here, rather than in a folder under /var/tmp that nothing would remove.
+    path.chmod(0o755)
+    return path
 
 
 def _free_port_pair() -> int:
@@ -601,17 +613,20 @@ def _result(
     )
 
 
-def _log_excerpt(fleet: Fleet, limit: int = 12) -> list[str]:
-    """The first error lines of every process's log, as evidence."""
-    lines = []
+def _log_excerpt(fleet: Fleet, limit: int = 8) -> list[str]:
+    """Each process's first distinct error lines and exceptions, as evidence."""
+    excerpt = []
     for member in [*fleet.retired, *fleet.members]:
         try:
-            text = member.log.read_bytes()
+            lines = member.log.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        found = [ln for ln in text.splitlines() if any(m in ln for m in _LOG_MARKS)]
-        lines += [f"{member.name}: {ln.decode(errors='replace')[:400]}" for ln in found[:limit]]
-    return lines
+        seen: dict[str, str] = {}
+        for line in lines:
+            if match := _ERROR_LINE.match(line) or _EXCEPTION_LINE.match(line):
+                seen.setdefault(match["what"][:300], line[:400])
+        excerpt += [f"{member.name}: {line}" for line in list(seen.values())[:limit]]
+    return excerpt
 
 
 # -- the report ---------------------------------------------------------------------------
