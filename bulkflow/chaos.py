@@ -64,9 +64,10 @@ INTERRUPTED_PATIENCE = 30.0
 POLL = 0.25  # seconds between looks
 TERMINAL = ("completed", "failed", "cancelled")
 #: Log lines worth showing when a scenario fails: errors, and the exception that ends a
-#: traceback; ``what`` is the line without its time, to show each only once.
+#: traceback; ``what`` is the line without its time, to show each kind only once.
 _ERROR_LINE = re.compile(r"^[\d-]+ [\d:,]+ (?:ERROR|CRITICAL) (?P<what>.*)$")
 _EXCEPTION_LINE = re.compile(r"^(?P<what>[\w.]+(?:Error|Exception)\b.*)$")
+_DIGITS = re.compile(r"\d+")  # "attempt 7" and "attempt 8" are one line of evidence
 
 
 class Unverified(Exception):
@@ -624,7 +625,7 @@ def _log_excerpt(fleet: Fleet, limit: int = 8) -> list[str]:
         seen: dict[str, str] = {}
         for line in lines:
             if match := _ERROR_LINE.match(line) or _EXCEPTION_LINE.match(line):
-                seen.setdefault(match["what"][:300], line[:400])
+                seen.setdefault(_DIGITS.sub("N", match["what"])[:300], line[:400])
         excerpt += [f"{member.name}: {line}" for line in list(seen.values())[:limit]]
     return excerpt
 
