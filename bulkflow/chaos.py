@@ -256,8 +256,21 @@ async def run_scenario(
 
 
 def _broken(name: str, rows: int, reason: str) -> ScenarioResult:
+    """A scenario that never got as far as its checks."""
     return ScenarioResult(
-        name, rows, 0.0, 0.0, None, None, None, None, None, None, None, False, reason
+        scenario=name,
+        rows=rows,
+        seconds=0.0,
+        outage_seconds=0.0,
+        fault_at_fraction=None,
+        fault_during_upload=None,
+        status=None,
+        pg_counts=None,
+        contacts=None,
+        ch_final_counts=None,
+        ch_distinct_rows=None,
+        verified=False,
+        reason=reason,
     )
 
 
