@@ -6,8 +6,11 @@ ROWS     ?= 100000
 # `make bench BENCH_ARGS="--accounts 4 --agents 2 --kill-agent"`
 BENCH_ROWS ?= 1000000
 BENCH_ARGS ?=
+# `make chaos CHAOS_ARGS="--scenario postgres --outage 60"`
+CHAOS_ROWS ?= 200000
+CHAOS_ARGS ?=
 
-.PHONY: install services migrate start stop demo lint test bench clean
+.PHONY: install services migrate start stop demo lint test bench chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +38,10 @@ demo: start
 
 bench: migrate
 	$(BULKFLOW) bench --rows $(BENCH_ROWS) $(BENCH_ARGS) --out bench-$$(date +%Y%m%d-%H%M%S).json
+
+# Runs Kafka, Postgres and Redis of its own (it stops them): not `services`.
+chaos: install
+	$(BULKFLOW) chaos --rows $(CHAOS_ROWS) $(CHAOS_ARGS) --out chaos-$$(date +%Y%m%d-%H%M%S).json
 
 lint: install
 	$(VENV)/bin/ruff format --check .

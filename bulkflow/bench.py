@@ -18,29 +18,24 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import orjson
-from pydantic import SecretStr
 
 from bulkflow import baselines, sql
 from bulkflow.accounts import create_account, set_rows_per_minute
 from bulkflow.database import connect_pool
 from bulkflow.demo import bearer, upload_csv
-from bulkflow.fleet import Fleet, free_port, machine_busy_seconds
-from bulkflow.migrations import migrate_postgres
+from bulkflow.fleet import Fleet, machine_busy_seconds
+from bulkflow.isolation import UNLIMITED, drop_database, isolated_settings
 from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
-from bulkflow.topics import ensure_topics
 
 POLL = 0.2  # seconds between progress looks
-UNLIMITED = 1_000_000_000  # rows per minute: the bench measures throughput, not limits
 LATENCY_ACTIONS = 20
 LATENCY_ROWS = 100
 KILL_AT = 1 / 3  # of the rows processed, when --kill-agent kills a replica
@@ -129,7 +124,7 @@ async def run_bench(
     out: Path | None = None,
 ) -> BenchReport:
     work = Path(tempfile.mkdtemp(prefix="bulkflow-bench-"))
-    bench = await _bench_settings(settings, work)
+    bench = await isolated_settings(settings, work, "bench")
     try:
         workload = Workload(
             [
@@ -174,7 +169,7 @@ async def run_bench(
             },
         )
     finally:
-        await _drop_database(settings, bench)
+        await drop_database(settings, bench)
         shutil.rmtree(work, ignore_errors=True)
     body = orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2)
     print(body.decode())
@@ -189,44 +184,6 @@ async def _ceiling(settings: Settings, paths: list[Path], when: str) -> float:
     print(f"ceiling (COPY + one INSERT ... ON CONFLICT), {when}: {rows_per_second:,.0f} rows/s")
     await baselines.reset(settings)
     return rows_per_second
-
-
-async def _bench_settings(settings: Settings, work: Path) -> Settings:
-    """A fresh database, topic prefix and port: runs are comparable and leave nothing behind."""
-    run = uuid.uuid4().hex[:8]
-    dsn = urlsplit(settings.postgres_dsn.get_secret_value())
-    bench = settings.model_copy(
-        update={
-            "postgres_dsn": SecretStr(urlunsplit(dsn._replace(path=f"/bulkflow_bench_{run}"))),
-            "topic_prefix": f"bench-{run}.",
-            "clickhouse_url": SecretStr(f"chdb://{work / 'clickhouse'}"),
-            "rows_per_minute": UNLIMITED,
-            "api_writes_per_minute": UNLIMITED,
-            "api_write_burst": 1_000,
-            "api_reads_per_minute": UNLIMITED,
-            "api_read_burst": 100_000,
-            "api_port": free_port(),
-            "embedded_clickhouse_port": free_port(),
-            "state_dir": work / "state",
-        }
-    )
-    admin = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
-    try:
-        await admin.execute(f'CREATE DATABASE "bulkflow_bench_{run}"')
-    finally:
-        await admin.close()
-    await migrate_postgres(bench)
-    await ensure_topics(bench)
-    return bench
-
-
-async def _drop_database(settings: Settings, bench: Settings) -> None:
-    name = urlsplit(bench.postgres_dsn.get_secret_value()).path.lstrip("/")
-    admin = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _pipeline(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bulkflow import constants
 from bulkflow.settings import Settings
 
 
@@ -140,6 +141,21 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.chaos import run_chaos
+
+    results = asyncio.run(
+        run_chaos(
+            settings,
+            rows=args.rows,
+            scenarios=args.scenario or list(constants.CHAOS_SCENARIOS),
+            outage=args.outage,
+            out=args.out,
+        )
+    )
+    return 0 if all(r.verified for r in results) else 1
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow import daemon
 
@@ -214,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", type=Path, help="write the report as JSON here")
     bench.set_defaults(handler=_bench)
+
+    chaos = commands.add_parser(
+        "chaos", help="kill or stop each part during an action; check every count"
+    )
+    chaos.add_argument("--rows", type=_positive, default=200_000)
+    chaos.add_argument(
+        "--scenario",
+        action="append",
+        choices=constants.CHAOS_SCENARIOS,
+        help="run only this scenario (repeatable); default: all, in this order",
+    )
+    chaos.add_argument(
+        "--outage",
+        type=float,
+        help="seconds Postgres, Kafka or Redis stay down (default: 30, 20, 20)",
+    )
+    chaos.add_argument("--out", type=Path, help="write the results as JSON here")
+    chaos.set_defaults(handler=_chaos)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)

@@ -87,3 +87,6 @@ RETRY_INTERVAL: Final = 1.0  # seconds between attempts
 #: limit; a warning is logged at most this often (seconds).
 OUTAGE_LOG_EVERY: Final = 15.0
 PROBE_TIMEOUT: Final = 5.0  # seconds a probe of Postgres may take
+
+# The fault suite (bulkflow chaos): what it breaks, in the order it runs them.
+CHAOS_SCENARIOS: Final = ("agents", "sink", "api", "postgres", "kafka", "redis")
