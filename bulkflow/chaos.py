@@ -42,6 +42,7 @@ from pydantic import SecretStr
 from bulkflow import sql
 from bulkflow.accounts import create_account
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
+from bulkflow.clickhouse_front import front_client_url
 from bulkflow.constants import CHAOS_SCENARIOS as SCENARIOS
 from bulkflow.database import connect_pool
 from bulkflow.demo import bearer
@@ -534,9 +535,11 @@ async def _with_clickhouse(run: Run, seen: Observed) -> Observed:
     """``seen`` with ClickHouse's counts, read through the sink's front (if it answers)."""
     params = {"account_id": run.account_id, "action_id": seen.action_id}
     try:
-        async with ClickHouse.open(run.settings.embedded_clickhouse_front_url) as clickhouse:
-            final = await clickhouse.rows("outcome_counts_final", params)
+        async with ClickHouse.open(front_client_url(run.settings)) as clickhouse:
+            # Rows first: the counts read after them are at least as recent,
+            # so once every row is there, the counts are of every row.
             [(distinct,)] = await clickhouse.rows("outcome_rows_raw", params)
+            final = await clickhouse.rows("outcome_counts_final", params)
     except (ClickHouseUnavailable, OperationalError):  # the sink (and its front) restarting
         return seen
     counts = {"succeeded": 0, "failed": 0, "skipped": 0} | {o: int(n) for o, n in final}

@@ -46,10 +46,11 @@ MAX_CSV_COLUMNS: Final = 1_000  # columns per CSV header (trailing empty ones as
 MAX_CHUNK_CHARS: Final = 256 * 1024
 #: An upload holds a lease on its action for this long (seconds), renewed
 #: every UPLOAD_LEASE_RENEW; a reaper in every process looks for lapsed ones
-#: every UPLOAD_REAP_EVERY. An upload whose process died ends within
-#: UPLOAD_LEASE + UPLOAD_REAP_EVERY seconds.
-UPLOAD_LEASE: Final = 15.0
-UPLOAD_LEASE_RENEW: Final = 3.0
+#: every UPLOAD_REAP_EVERY and ends one that stays lapsed for another
+#: UPLOAD_LEASE. An upload whose process died ends within
+#: 2 x UPLOAD_LEASE + UPLOAD_REAP_EVERY seconds (25).
+UPLOAD_LEASE: Final = 10.0
+UPLOAD_LEASE_RENEW: Final = 2.0
 UPLOAD_REAP_EVERY: Final = 5.0
 #: The chunk_no of an upload's end-of-upload marker: after every real chunk.
 END_OF_UPLOAD_CHUNK_NO: Final = 2**31 - 1
@@ -87,6 +88,11 @@ RETRY_INTERVAL: Final = 1.0  # seconds between attempts
 #: limit; a warning is logged at most this often (seconds).
 OUTAGE_LOG_EVERY: Final = 15.0
 PROBE_TIMEOUT: Final = 5.0  # seconds a probe of Postgres may take
+RETRY_AFTER_UNAVAILABLE: Final = 5.0  # seconds a client is told to wait on a 503
+#: Seconds an upload waits for an unreachable broker (its sends stay queued,
+#: the client's body waits) or for Postgres at its end, before it gives up
+#: with a 503 and the upload ends as it stands.
+UPLOAD_PATIENCE: Final = 300.0
 
 # The fault suite (bulkflow chaos): what it breaks, in the order it runs them.
 CHAOS_SCENARIOS: Final = ("agents", "sink", "api", "postgres", "kafka", "redis")

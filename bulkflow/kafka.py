@@ -23,10 +23,16 @@ from bulkflow.settings import Settings
 log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT = 10.0  # seconds a replaced producer gets to stop
+#: aiokafka's default; the agents' sends are retried after it anyway.
+_PATIENCE = 40.0
 
 
-async def _started(settings: Settings) -> AIOKafkaProducer:
-    """acks=all + idempotence: an acknowledged message is on the broker exactly once."""
+async def _started(settings: Settings, patience: float) -> AIOKafkaProducer:
+    """acks=all + idempotence: an acknowledged message is on the broker exactly once.
+
+    A message waits up to ``patience`` seconds for the broker (aiokafka's
+    request timeout is also how long a queued batch may wait for a leader).
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
@@ -36,6 +42,7 @@ async def _started(settings: Settings) -> AIOKafkaProducer:
         # lz4: JSON rows shrink 3-5x for a few percent of a core; the broker
         # keeps the batches as they come and consumers decompress.
         compression_type="lz4",
+        request_timeout_ms=int(patience * 1000),
     )
     await producer.start()
     return producer
@@ -52,15 +59,19 @@ class Producer:
     still gets the error; later sends go through a fresh producer.
     """
 
-    def __init__(self, settings: Settings, started: AIOKafkaProducer) -> None:
+    def __init__(self, settings: Settings, started: AIOKafkaProducer, patience: float) -> None:
         self._settings = settings
         self._current = started
+        self._patience = patience
         self._replacing = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Producer]:
-        producer = cls(settings, await _started(settings))
+    async def open(
+        cls, settings: Settings, *, patience: float = _PATIENCE
+    ) -> AsyncIterator[Producer]:
+        """A started producer; ``patience``: seconds a send waits for an unreachable broker."""
+        producer = cls(settings, await _started(settings, patience), patience)
         try:
             yield producer
         finally:
@@ -92,7 +103,7 @@ class Producer:
             if failed is not self._current:
                 return  # another failed send replaced it already
             log.warning("replacing the Kafka producer after %r", exc)
-            self._current = await _started(self._settings)
+            self._current = await _started(self._settings, self._patience)
         try:
             await asyncio.wait_for(failed.stop(), _STOP_TIMEOUT)
         except (KafkaError, TimeoutError):

@@ -39,7 +39,9 @@ class ChunkProducer:
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[ChunkProducer]:
-        async with Producer.open(settings) as producer:
+        """Chunks wait out a broker outage of up to UPLOAD_PATIENCE: meanwhile the
+        window of sends in flight fills, and the upload's body waits."""
+        async with Producer.open(settings, patience=constants.UPLOAD_PATIENCE) as producer:
             yield cls(producer, settings.topic(constants.CHUNKS_TOPIC))
 
     def publisher(self) -> Publisher:

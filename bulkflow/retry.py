@@ -144,3 +144,25 @@ async def persistently(
                 )
                 next_log = now + constants.OUTAGE_LOG_EVERY
         await asyncio.sleep(interval)
+
+
+async def through_outage(
+    step: Callable[[], Awaitable[T]],
+    *,
+    patience: float,
+    interval: float = constants.RETRY_INTERVAL,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run ``step``, again at the interval while its dependency is unavailable.
+
+    For a request that holds a client: it waits out an outage of up to
+    ``patience`` seconds, then the last error is raised (a 503 at the edge).
+    """
+    deadline = clock() + patience
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            if classify(exc) is not Failure.UNAVAILABLE or clock() >= deadline:
+                raise
+        await asyncio.sleep(interval)

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from bulkflow import constants, sql
-from bulkflow.background import background
+from bulkflow.background import background, poll_forever
+from bulkflow.database import ping
 from schemas.messages import Chunk
 
 log = logging.getLogger(__name__)
@@ -77,10 +80,10 @@ class UploadLease:
                     self._action_id,
                     constants.UPLOAD_LEASE,
                 )
-            except (TimeoutError, asyncpg.PostgresError, OSError):
+            except Exception as exc:
                 # Postgres is away: the upload goes on (it needs Kafka only) and
                 # the lease may lapse; if a reaper then ends it, we learn here.
-                log.warning("could not renew the upload lease of %s", self._action_id)
+                log.warning("could not renew the upload lease of %s: %r", self._action_id, exc)
                 continue
             if renewed is None:
                 self._lost.set()
@@ -96,27 +99,57 @@ async def end_upload(pool: asyncpg.Pool, action_id: uuid.UUID, error: dict[str, 
 
 
 class UploadReaper:
-    """Ends the uploads whose process stopped renewing their lease."""
+    """Ends the uploads whose process stopped renewing their lease.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    A lease that lapsed is ended only if it is still the same a whole lease
+    period after the reaper first saw it lapsed: Postgres answered all that
+    time (the reaper saw it twice), so a living uploader would have renewed
+    it. An upload whose renewals were only held up by an outage goes on.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        confirm_after: float = constants.UPLOAD_LEASE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
+        self._confirm_after = confirm_after
+        self._clock = clock
+        self._lapsed: dict[uuid.UUID, tuple[datetime, float]] = {}  # lease seen, when
 
     def running(self) -> AbstractAsyncContextManager[None]:
         return background(self._run(), name="upload-reaper")
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.reap_once()
-            except Exception:
-                log.exception("reaping lapsed uploads failed; trying again")
-            await asyncio.sleep(constants.UPLOAD_REAP_EVERY)
+        await poll_forever(
+            "reaping lapsed uploads",
+            self.reap_once,
+            idle=constants.UPLOAD_REAP_EVERY,
+            probe=lambda: ping(self._pool),
+        )
 
     async def reap_once(self) -> int:
-        """End every upload whose lease lapsed; return how many."""
+        """End every upload whose lease lapsed and stayed so; return how many."""
+        now = self._clock()
+        seen = await self._pool.fetch(sql.postgres("bulk_actions_lapsed_uploads"), _REAP_AT_ONCE)
+        self._lapsed = {
+            r["id"]: self._lapsed.get(r["id"], (r["upload_lease_until"], now)) for r in seen
+        }
+        due = [
+            (action_id, lease)
+            for action_id, (lease, since) in self._lapsed.items()
+            if now - since >= self._confirm_after
+        ]
+        if not due:
+            return 0
         async with self._pool.acquire() as conn, conn.transaction():
             ended = await conn.fetch(
-                sql.postgres("bulk_actions_reap_uploads"), INTERRUPTED, _REAP_AT_ONCE
+                sql.postgres("bulk_actions_reap_uploads"),
+                INTERRUPTED,
+                [action_id for action_id, _ in due],
+                [lease for _, lease in due],
             )
             await _queue_end_markers(conn, ended)
         for record in ended:

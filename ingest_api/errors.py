@@ -14,6 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bulkflow import constants
+from bulkflow.retry import Failure, classify
+
 log = logging.getLogger(__name__)
 
 
@@ -145,7 +148,14 @@ async def body_timeout(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    """A bug or an outage: logged with its traceback, answered in the one shape."""
+    """A bug (500, logged with its traceback) or an outage (503), answered in the one shape."""
+    if classify(exc) is Failure.UNAVAILABLE:
+        log.warning("%s %s: unreachable dependency (%r)", request.method, request.url.path, exc)
+        return JsonResponse(
+            error_body("unavailable", "a service bulkflow depends on is unreachable; retry later"),
+            status_code=503,
+            headers={"Retry-After": str(int(constants.RETRY_AFTER_UNAVAILABLE))},
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JsonResponse(
         error_body("internal_error", "something went wrong on our side; it has been logged"),

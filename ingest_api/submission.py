@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from bulkflow import constants
 from bulkflow.producer import ChunkProducer, ChunkSink
+from bulkflow.retry import through_outage
 from bulkflow.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
@@ -205,7 +206,12 @@ class Submitter:
             except Exception as exc:
                 await self._abandon(action_id, publisher, exc)
                 raise _api_error(exc, action_id) from exc
-        if not await self._store.seal(action_id, publisher.published_rows):
+        # Every row is on Kafka: recording the total waits out a Postgres outage.
+        total = publisher.published_rows
+        sealed = await through_outage(
+            lambda: self._store.seal(action_id, total), patience=constants.UPLOAD_PATIENCE
+        )
+        if not sealed:
             raise _api_error(UploadLost(str(action_id)), action_id)
 
     async def _abandon(self, action_id: uuid.UUID, publisher: ChunkSink, exc: Exception) -> None:

@@ -9,7 +9,6 @@ in between replays it without applying it twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from bulkflow import sql
-from bulkflow.background import background
+from bulkflow.background import background, poll_forever
+from bulkflow.database import ping
 from bulkflow.rate_limit import Rate
 from schemas.messages import Chunk
 from stream_agents.applier import Applier
@@ -39,13 +39,9 @@ class BacklogDrainer:
         return background(self._run(), name="backlog-drainer")
 
     async def _run(self) -> None:
-        while True:
-            try:
-                busy = await self.drain_once()
-            except Exception:
-                log.exception("draining the backlog failed; trying again")
-                busy = False
-            await asyncio.sleep(0 if busy else POLL)
+        await poll_forever(
+            "draining the backlog", self.drain_once, idle=POLL, probe=lambda: ping(self._pool)
+        )
 
     async def drain_once(self) -> bool:
         """One pass over the accounts whose head chunk is due; whether any chunk was applied."""

@@ -9,7 +9,6 @@ streams: chunks stored after a pass read them go out on the next pass.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from contextlib import AbstractAsyncContextManager
@@ -17,7 +16,8 @@ from contextlib import AbstractAsyncContextManager
 import asyncpg
 
 from bulkflow import sql
-from bulkflow.background import background
+from bulkflow.background import background, poll_forever
+from bulkflow.database import ping
 from bulkflow.producer import ChunkProducer
 from schemas.messages import Chunk
 
@@ -36,12 +36,9 @@ class Scheduler:
         return background(self._run(), name="scheduler")
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.fire_due()
-            except Exception:
-                log.exception("firing scheduled actions failed; trying again")
-            await asyncio.sleep(POLL)
+        await poll_forever(
+            "firing scheduled actions", self.fire_due, idle=POLL, probe=lambda: ping(self._pool)
+        )
 
     async def fire_due(self) -> int:
         """Publish the chunks of every due action; return how many actions fired."""

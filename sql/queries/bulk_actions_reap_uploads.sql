@@ -1,13 +1,14 @@
--- Uploads whose process stopped renewing their lease (it died): they end as
--- failed ('upload_interrupted') once the rows they published have outcomes,
--- like any upload that broke off (bulk_actions_fail). SKIP LOCKED: reapers
--- in several processes share the work, each action ended once.
+-- Ends uploads whose process stopped renewing their lease (it died): each of
+-- $2 (ids) still holds the lapsed lease $3 the reaper saw a lease period ago.
+-- They end as failed ('upload_interrupted') once the rows they published have
+-- outcomes, like any upload that broke off (bulk_actions_fail). SKIP LOCKED:
+-- reapers in several processes share the work, each action ended once.
 WITH lapsed AS (
-    SELECT id FROM bulk_actions
-    WHERE upload_lease_until < now()
-    ORDER BY upload_lease_until
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    SELECT a.id
+    FROM bulk_actions a
+    JOIN unnest($2::uuid[], $3::timestamptz[]) AS seen (id, lease) ON seen.id = a.id
+    WHERE a.upload_lease_until = seen.lease
+    FOR UPDATE OF a SKIP LOCKED
 ),
 ended AS (
     UPDATE bulk_actions a

@@ -6,7 +6,9 @@ the scheduler would publish it and applied by the real batch processor.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -107,32 +109,71 @@ async def test_an_upload_cancelled_before_it_broke_off_stays_cancelled(
     assert (await create(store, account, key)).replayed  # the cancel is the answer
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def lapse(pool: asyncpg.Pool, action_id: uuid.UUID) -> None:
+    """The lease runs out, as if its process had stopped renewing it."""
+    await pool.execute(
+        "UPDATE bulk_actions SET upload_lease_until = now() - interval '1 second' WHERE id = $1",
+        action_id,
+    )
+
+
 async def test_a_lapsed_lease_is_reaped_and_its_holder_stops(pool: asyncpg.Pool) -> None:
     store, account = ActionStore(pool), account_id()
     key = Idempotency("import-7", b"request")
     action_id = (await create(store, account, key)).record["id"]
+    clock = Clock()
+    reaper = UploadReaper(pool, clock=clock)
+    await lapse(pool, action_id)  # its process died: no renewal comes
+    await reaper.reap_once()  # seen lapsed: ended only if it stays so
+    assert (await state(pool, action_id))["error"] is None
+    clock.now += constants.UPLOAD_LEASE
+    assert await reaper.reap_once() >= 1
+    reaped = await state(pool, action_id)
+    assert reaped["error"]["code"] == "upload_interrupted"
+    assert reaped["upload_lease_until"] is None
+    assert not await store.seal(action_id, 10)  # the reaper's end stands
+    await marker(pool, action_id)
+    assert not (await create(store, account, key)).replayed  # the key is released
+
+    # A holder that had only stalled learns at its next renewal, and stops.
     async with UploadLease.held(pool, action_id) as lease:
-        # The process stalled past its lease (no waiting here: the lease is moved back).
-        await pool.execute(
-            "UPDATE bulk_actions SET upload_lease_until = now() - interval '1 second'"
-            " WHERE id = $1",
-            action_id,
-        )
-        assert await UploadReaper(pool).reap_once() >= 1
-        reaped = await state(pool, action_id)
-        assert reaped["error"]["code"] == "upload_interrupted"
-        assert reaped["upload_lease_until"] is None
-        assert not await store.seal(action_id, 10)  # the reaper's end stands
-        await marker(pool, action_id)
         with pytest.raises(UploadLost):
             await _until_lost(lease)
-    assert not (await create(store, account, key)).replayed
+
+
+async def test_a_lease_renewed_after_an_outage_is_not_reaped(pool: asyncpg.Pool) -> None:
+    """Postgres was away longer than the lease: the living holder renews it in time."""
+    store, account = ActionStore(pool), account_id()
+    action_id = (await create(store, account, Idempotency("import-8", b"r"))).record["id"]
+    clock = Clock()
+    reaper = UploadReaper(pool, clock=clock)
+    await lapse(pool, action_id)
+    await reaper.reap_once()  # seen lapsed
+    async with UploadLease.held(pool, action_id):
+        await _until_renewed(pool, action_id)
+        clock.now += constants.UPLOAD_LEASE
+        assert await reaper.reap_once() == 0
+    assert (await state(pool, action_id))["error"] is None
+
+
+async def _until_renewed(pool: asyncpg.Pool, action_id: uuid.UUID) -> None:
+    for _ in range(int(4 * constants.UPLOAD_LEASE_RENEW / 0.1)):
+        if (await state(pool, action_id))["upload_lease_until"] > datetime.now(UTC):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the lease was never renewed")
 
 
 async def _until_lost(lease: UploadLease) -> None:
     """The holder learns at its next renewal (every UPLOAD_LEASE_RENEW seconds)."""
-    import asyncio
-
     for _ in range(int(4 * constants.UPLOAD_LEASE_RENEW / 0.1)):
         lease.check()
         await asyncio.sleep(0.1)
