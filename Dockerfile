@@ -15,21 +15,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BULKFLOW_API_PORT=8787 \
     BULKFLOW_STATE_DIR=/var/lib/bulkflow
 
-WORKDIR /app
+WORKDIR /var/lib/bulkflow
 
 # Dependencies first, in their own layer: code changes do not reinstall them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md /tmp/build/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    python -c "import tomllib; print(*tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The whole checkout: the package reads sql/, clickhouse/ and deploy/ from it at
-# run time (PROJECT_ROOT), hence the editable install in place.
-COPY . .
+# A normal (non-editable) install: the wheel carries the SQL, the ClickHouse
+# DDL and the local-service templates as package data, so the source tree is
+# only needed to build it and /app is not kept.
+COPY . /src
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps -e . \
+    pip install --no-deps /src \
+    && rm -rf /src \
     && groupadd --system --gid 10001 bulkflow \
     && useradd --system --uid 10001 --gid bulkflow --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin bulkflow \

@@ -1,12 +1,9 @@
-"""Bulkflow: bulk actions on CRM data.
+"""Bulkflow's shared infrastructure: the floor every other package builds on.
 
-The distribution's shared plumbing (settings, constants, migrations, local
-services, the command line) lives here; the three roles live in
-``ingest_api`` (HTTP in), ``stream_agents`` (Kafka to Postgres and ClickHouse)
-and ``schemas`` (the models both sides agree on).
+Settings, names and limits, SQL, and the clients of Postgres, Kafka, Redis and
+ClickHouse, with the one retry policy. It imports no other bulkflow package:
+``schemas`` (the models both sides agree on) builds on it, the two roles
+``ingest_api`` (HTTP in) and ``stream_agents`` (Kafka to Postgres and
+ClickHouse) build on both, and ``ops`` (the command line, the server, local
+services, the benchmark) is the one package that composes the roles.
 """
-
-from pathlib import Path
-
-#: The project checkout: where ``sql/``, ``clickhouse/`` and ``deploy/`` live.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent

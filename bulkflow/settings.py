@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bulkflow import PROJECT_ROOT, constants
+from bulkflow import constants
 
 Role = Literal["api", "agents", "sink"]
 
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BULKFLOW_", frozen=True, extra="ignore")
 
     #: Where local services keep data, logs and PID files.
-    state_dir: Path = PROJECT_ROOT / ".local"
+    state_dir: Path = Field(default_factory=lambda: Path.cwd() / ".local")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     #: Prefix of every topic and of the Faust app id, so that test runs and

@@ -4,18 +4,21 @@
 ``clickhouse/queries/<name>.sql`` holds ClickHouse ones (``{name:Type}``
 parameters). Numbered files directly under ``sql/`` and ``clickhouse/`` are
 migrations, applied by :mod:`bulkflow.migrations`.
+
+They are package data: ``bulkflow/_postgres`` and ``bulkflow/_clickhouse``
+link to the top-level folders in a checkout, and an installed wheel carries
+their files there; either way they are read through ``importlib.resources``.
 """
 
 from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.abc import Traversable
 
-from bulkflow import PROJECT_ROOT
-
-POSTGRES_DIR = PROJECT_ROOT / "sql"
-CLICKHOUSE_DIR = PROJECT_ROOT / "clickhouse"
+POSTGRES_DIR: Traversable = resources.files("bulkflow") / "_postgres"
+CLICKHOUSE_DIR: Traversable = resources.files("bulkflow") / "_clickhouse"
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -29,7 +32,7 @@ def clickhouse(name: str) -> str:
     return (CLICKHOUSE_DIR / "queries" / f"{name}.sql").read_text()
 
 
-def migrations(directory: Path) -> list[tuple[int, Path]]:
+def migrations(directory: Traversable) -> list[tuple[int, Traversable]]:
     """The numbered migration files of a directory, in order."""
     found = []
     for path in directory.iterdir():

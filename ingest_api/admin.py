@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bulkflow.accounts import set_rows_per_minute
+from ingest_api.accounts import set_rows_per_minute
 from ingest_api.errors import Forbidden, InvalidJson, JsonResponse, NotFound, Unauthorized
 from ingest_api.validation import parse
 

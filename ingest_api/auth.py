@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 from starlette.requests import Request
 
-from bulkflow.accounts import account_for_key
+from ingest_api.accounts import account_for_key
 from ingest_api.errors import Unauthorized
 
 

@@ -16,12 +16,12 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from starlette.requests import ClientDisconnect
 
 from bulkflow import constants
-from bulkflow.producer import ChunkProducer, ChunkSink
 from bulkflow.retry import through_outage
-from bulkflow.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from ingest_api.actions import ActionStore, Created, Idempotency
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
 from ingest_api.errors import InvalidCsv, PayloadTooLarge, Unavailable, ValidationFailed
+from ingest_api.publisher import ChunkProducer, ChunkSink
+from ingest_api.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from schemas.bulk_action import ActionOptions, column_key
 from schemas.entity import ENTITIES
 from schemas.messages import Chunk, JsonRow, RowProblem
@@ -183,7 +183,7 @@ class Submitter:
         """Publish the rows under the upload's lease, then seal the total.
 
         An upload that breaks off, for whatever reason, is ended (see
-        ``bulkflow/uploads.py``): the rows published before are applied and
+        ``ingest_api/uploads.py``): the rows published before are applied and
         the action ends ``failed`` once they all have their outcomes.
         """
         # A scheduled action's chunks wait in Postgres; the scheduler sends them.

@@ -71,7 +71,7 @@ class Chunk:
     #: Rows the reader could not turn into fields (index -> problem).
     broken: dict[int, RowProblem] = field(default_factory=dict)
     #: No rows: the upload broke off, and this marker comes through the chunk
-    #: topic behind every chunk it published (bulkflow/uploads.py).
+    #: topic behind every chunk it published (ingest_api/uploads.py).
     ends_upload: bool = False
 
     def to_bytes(self) -> bytes:

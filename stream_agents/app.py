@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import faust
 
 from bulkflow import constants
-from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.retry import persistently
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 from stream_agents.applier import Applier
+from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 

@@ -91,7 +91,7 @@ class _Group(NamedTuple):
 
 
 class DeadLetters(Protocol):
-    """Where chunks that failed for good are kept (``bulkflow.dead_letters``)."""
+    """Where chunks that failed for good are kept (``stream_agents.dead_letters``)."""
 
     async def send_chunks(self, chunks: Sequence[Chunk], error: BaseException) -> None: ...
 

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Sequence
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
-from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.retry import until_answers
 from schemas.messages import OutcomeBatch
+from stream_agents.dead_letters import DeadLetterQueue
 
 log = logging.getLogger(__name__)
 

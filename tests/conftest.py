@@ -26,12 +26,12 @@ from redis.asyncio import Redis
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.database import connect_pool
-from bulkflow.fleet import free_port
-from bulkflow.local_services import Supervisor
 from bulkflow.migrations import migrate_postgres
 from bulkflow.rate_limit import TokenBucket
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
+from ops.bench.fleet import free_port
+from ops.dev.local_services import Supervisor
 from tests.support import Tenant, new_tenant
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -190,7 +190,7 @@ def server(database: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {**os.environ, **settings_env(database)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bulkflow.cli", "serve"],
+            [sys.executable, "-m", "ops.cli", "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

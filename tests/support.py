@@ -13,8 +13,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bulkflow import constants
-from bulkflow.accounts import create_account
 from bulkflow.settings import Settings
+from ingest_api.accounts import create_account
 
 PATIENCE = 120.0  # seconds a pipeline step may take on a busy machine
 POLL = 0.2  # seconds between polls

@@ -23,7 +23,7 @@ ACCOUNTS = 2
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "bench", *args, "--out", str(out)],
+        [sys.executable, "-m", "ops.cli", "bench", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -80,7 +80,7 @@ def test_impossible_sizes_are_refused_before_anything_runs() -> None:
         (["--rows", "2", "--accounts", "3"], "--rows must be at least --accounts"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "bulkflow.cli", "bench", *args],
+            [sys.executable, "-m", "ops.cli", "bench", *args],
             capture_output=True,
             text=True,
             timeout=60,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bulkflow import constants
-from bulkflow.chaos import private_services, run_scenario, table
-from bulkflow.local_services import Supervisor
 from bulkflow.settings import Settings
+from ops.bench.chaos import private_services, run_scenario, table
+from ops.dev.local_services import Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ async def test_scenario_verifies(
 
 def test_an_unknown_scenario_is_refused_before_anything_runs() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "chaos", "--scenario", "meteor"],
+        [sys.executable, "-m", "ops.cli", "chaos", "--scenario", "meteor"],
         capture_output=True,
         text=True,
         timeout=60,

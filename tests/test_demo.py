@@ -12,7 +12,7 @@ from tests.conftest import settings_env
 
 def test_demo_completes_with_the_expected_counts(server: str, database: Settings) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "demo", "--rows", "3000", "--account", "demo-test"],
+        [sys.executable, "-m", "ops.cli", "demo", "--rows", "3000", "--account", "demo-test"],
         env={**os.environ, **settings_env(database)},
         capture_output=True,
         text=True,

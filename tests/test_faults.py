@@ -9,10 +9,10 @@ import asyncpg
 import httpx
 import pytest
 
-from bulkflow import dead_letters
 from bulkflow.database import connect_pool
-from bulkflow.local_services import Supervisor
 from bulkflow.settings import Settings
+from ops.dev.local_services import Supervisor
+from stream_agents import dead_letters
 from tests.conftest import ADMIN_TOKEN
 from tests.support import (
     Tenant,

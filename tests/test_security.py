@@ -30,8 +30,8 @@ import pytest
 from pydantic import SecretStr
 
 from bulkflow import constants
-from bulkflow.fleet import free_port
 from bulkflow.settings import Settings
+from ops.bench.fleet import free_port
 from tests.conftest import _await_health, settings_env
 from tests.support import PATIENCE, Tenant, new_tenant, submit_json
 from tests.test_semantics import finished, upload_csv
@@ -91,7 +91,7 @@ def serve_privately(
     log_path = tmp / "bulkflow.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bulkflow.cli", "serve", "--role", "api", "--role", "sink"],
+            [sys.executable, "-m", "ops.cli", "serve", "--role", "api", "--role", "sink"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

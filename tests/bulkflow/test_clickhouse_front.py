@@ -20,13 +20,13 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.clickhouse_front import USER, EngineFront, create_front
-from bulkflow.dead_letters import DeadLetterQueue
-from bulkflow.fleet import free_port
 from bulkflow.settings import Settings
 from ingest_api.errors import Unavailable
 from ingest_api.reports import Reports
 from ingest_api.routes import prefetched
+from ops.bench.fleet import free_port
 from schemas.bulk_action import LogFilters
+from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.sink import OutcomeSink
 from tests.conftest import settings_env
 from tests.stream_agents.test_sink import batch
@@ -159,7 +159,7 @@ def test_an_api_without_the_sink_names_the_missing_role(database: Settings) -> N
         "BULKFLOW_EMBEDDED_CLICKHOUSE_WAIT": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "serve", "--role", "api"],
+        [sys.executable, "-m", "ops.cli", "serve", "--role", "api"],
         env=env,
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bulkflow.cli import main
 from bulkflow.settings import Settings
+from ops.cli import main
 
 
 def test_as_env_gives_a_child_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:

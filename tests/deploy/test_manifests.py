@@ -23,8 +23,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from bulkflow.cli import build_parser
 from bulkflow.settings import Settings
+from ops.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -134,16 +134,16 @@ def test_dockerfile_base_image_satisfies_requires_python() -> None:
     assert requires.contains(f"{match[1]}.0"), f"{base} does not satisfy {requires}"
 
 
-def test_dockerfile_installs_the_whole_checkout_editable_in_app() -> None:
+def test_dockerfile_installs_the_wheel_not_the_checkout() -> None:
+    """A normal install: the package data (SQL, DDL, templates) comes with the wheel."""
     instructions = dockerfile_instructions()
-    workdirs = [rest for keyword, rest in instructions if keyword == "WORKDIR"]
-    assert workdirs[-1:] == ["/app"]
-    assert ("COPY", ". .") in instructions, "the package reads sql/ and clickhouse/ from /app"
-    copy_all = instructions.index(("COPY", ". ."))
-    assert any(
-        keyword == "RUN" and re.search(r"pip install( --?[\w-]+)* -e \.(\s|$)", rest)
-        for keyword, rest in instructions[copy_all:]
-    ), "expected `pip install -e .` after `COPY . .`"
+    copies = [rest for keyword, rest in instructions if keyword == "COPY"]
+    assert ". /src" in copies
+    installs = [rest for keyword, rest in instructions if keyword == "RUN" and "/src" in rest]
+    assert installs, "expected the image to install the copied source"
+    assert all(re.search(r"pip install( --?[\w-]+)* /src(\s|$)", rest) for rest in installs)
+    assert not any(" -e " in rest for keyword, rest in instructions if keyword == "RUN")
+    assert any("rm -rf /src" in rest for rest in installs), "the source tree is not kept"
 
 
 def test_dockerfile_runs_the_bulkflow_script() -> None:

@@ -15,11 +15,11 @@ import pytest
 
 from bulkflow import constants
 from bulkflow.database import connect_pool
-from bulkflow.producer import ChunkProducer
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
 from ingest_api.csv_reader import CsvFormat, CsvReader
+from ingest_api.publisher import ChunkProducer
 from ingest_api.submission import Submitter
 from schemas.bulk_action import ActionOptions
 

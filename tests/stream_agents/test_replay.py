@@ -13,13 +13,14 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from bulkflow import constants, dead_letters
+from bulkflow import constants
 from bulkflow.database import connect_pool
-from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.kafka import Producer
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
+from stream_agents import dead_letters
 from stream_agents.batch import BatchProcessor
+from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.errors import RetriesExhausted
 from tests.stream_agents.support import chunk
 from tests.stream_agents.test_batch import counts, new_action

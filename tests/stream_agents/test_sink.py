@@ -8,12 +8,13 @@ from typing import cast
 import orjson
 import pytest
 
-from bulkflow import constants, dead_letters
+from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
-from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.kafka import Producer
 from bulkflow.settings import Settings
 from schemas.messages import OutcomeBatch, RowProblem
+from stream_agents import dead_letters
+from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.outcomes import messages
 from stream_agents.sink import OutcomeSink
 

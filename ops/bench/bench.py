@@ -1,8 +1,8 @@
 """``bulkflow bench``: the whole pipeline against what Postgres alone can absorb.
 
 In one run, on the same generated rows and the same Postgres table and index,
-the two baselines of :mod:`bulkflow.baselines` and the **pipeline**: the real
-thing as separate processes (:mod:`bulkflow.fleet`), the CSV uploaded through
+the two baselines of :mod:`ops.bench.baselines` and the **pipeline**: the real
+thing as separate processes (:mod:`ops.bench.fleet`), the CSV uploaded through
 the API, done when every row's outcome is in ClickHouse. Then the latency of
 small actions on the same processes.
 
@@ -26,14 +26,15 @@ import asyncpg
 import httpx
 import orjson
 
-from bulkflow import baselines, sql
-from bulkflow.accounts import create_account, set_rows_per_minute
+from bulkflow import sql
 from bulkflow.database import connect_pool
-from bulkflow.demo import bearer, upload_csv
-from bulkflow.fleet import Fleet, machine_busy_seconds
-from bulkflow.isolation import UNLIMITED, drop_database, isolated_settings
-from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
+from ingest_api.accounts import create_account, set_rows_per_minute
+from ops.bench import baselines
+from ops.bench.fleet import Fleet, machine_busy_seconds
+from ops.bench.isolation import UNLIMITED, drop_database, isolated_settings
+from ops.demo import bearer, upload_csv
+from ops.sample import SampleExpectation, write_contacts_csv
 
 POLL = 0.2  # seconds between progress looks
 LATENCY_ACTIONS = 20

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pydantic import SecretStr
 
-from bulkflow.fleet import free_port
 from bulkflow.migrations import migrate_postgres
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
+from ops.bench.fleet import free_port
 
 UNLIMITED = 1_000_000_000  # rows (or requests) per minute: runs measure the pipeline, not limits
 

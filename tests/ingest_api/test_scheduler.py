@@ -13,12 +13,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkflow import constants
 from bulkflow.database import connect_pool
-from bulkflow.producer import ChunkProducer, Publisher
 from bulkflow.settings import Settings
 from ingest_api.actions import ActionStore
+from ingest_api.publisher import ChunkProducer, Publisher
+from ingest_api.scheduler import Scheduler
 from schemas.bulk_action import ActionOptions
 from schemas.messages import Chunk
-from stream_agents.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
 

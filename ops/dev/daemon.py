@@ -53,7 +53,7 @@ def start(settings: Settings) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
         with log_file(settings).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bulkflow.cli", "serve"],
+                [sys.executable, "-m", "ops.cli", "serve"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from bulkflow.accounts import create_account, set_rows_per_minute
 from bulkflow.database import connect_pool
-from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
+from ingest_api.accounts import create_account, set_rows_per_minute
+from ops.sample import SampleExpectation, write_contacts_csv
 
 _POLL = 0.5  # seconds between progress requests
 _UPLOAD_BLOCK = 256 * 1024  # bytes per upload write

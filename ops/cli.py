@@ -16,7 +16,7 @@ from bulkflow.settings import Settings
 
 
 def _services(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.local_services import ServiceError, Supervisor
+    from ops.dev.local_services import ServiceError, Supervisor
 
     supervisor = Supervisor(settings)
     try:
@@ -43,7 +43,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow.clickhouse import ClickHouseUnavailable
-    from bulkflow.server import serve
+    from ops.server import serve
 
     roles = tuple(args.role) if args.role else ("api", "agents", "sink")
     try:
@@ -55,8 +55,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _accounts(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.accounts import create_account, list_accounts, set_rows_per_minute
     from bulkflow.database import connect_pool
+    from ingest_api.accounts import create_account, list_accounts, set_rows_per_minute
 
     async def run() -> None:
         async with connect_pool(settings, size=1) as pool:
@@ -92,8 +92,8 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow import dead_letters
     from bulkflow.database import connect_pool
+    from stream_agents import dead_letters
 
     async def run() -> None:
         if args.action == "list":
@@ -123,7 +123,7 @@ def _positive(text: str) -> int:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.bench import run_bench
+    from ops.bench.bench import run_bench
 
     if args.rows < args.accounts:
         sys.exit("bulkflow bench: --rows must be at least --accounts (one file per account)")
@@ -142,7 +142,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _chaos(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.chaos import run_chaos
+    from ops.bench.chaos import run_chaos
 
     results = asyncio.run(
         run_chaos(
@@ -157,7 +157,7 @@ def _chaos(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow import daemon
+    from ops.dev import daemon
 
     try:
         pid = daemon.start(settings)
@@ -169,7 +169,7 @@ def _start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _stop(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow import daemon
+    from ops.dev import daemon
 
     daemon.stop(settings)
     print("bulkflow stopped")
@@ -177,7 +177,7 @@ def _stop(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkflow.demo import run_demo
+    from ops.demo import run_demo
 
     return asyncio.run(run_demo(settings, rows=args.rows, account=args.account))
 

@@ -117,7 +117,7 @@ class Fleet:
 
     def spawn(self, role_name: str, roles: list[str]) -> Member:
         self._spawned += 1
-        args = [sys.executable, "-m", "bulkflow.cli", "serve"]
+        args = [sys.executable, "-m", "ops.cli", "serve"]
         for role in roles:
             args += ["--role", role]
         log = self.logs / f"{self._spawned:02d}-{role_name}.log"

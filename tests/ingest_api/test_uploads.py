@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from bulkflow import constants, sql
-from bulkflow.uploads import UploadLease, UploadLost, UploadReaper, end_upload
 from ingest_api.actions import ActionStore, Created, Idempotency
+from ingest_api.uploads import UploadLease, UploadLost, UploadReaper, end_upload
 from schemas.bulk_action import ActionOptions
 from schemas.messages import Chunk
 from stream_agents.batch import BatchProcessor

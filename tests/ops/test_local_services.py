@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bulkflow.fleet import free_port
-from bulkflow.local_services import Supervisor
 from bulkflow.settings import Settings
+from ops.bench.fleet import free_port
+from ops.dev.local_services import Supervisor
 
 
 def test_up_is_idempotent(local_services: Settings) -> None:

@@ -23,29 +23,29 @@ from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import EngineFront, create_front, front_client_url, front_password
 from bulkflow.database import connect_pool
-from bulkflow.dead_letters import DeadLetterQueue
 from bulkflow.http_timeouts import BodyIdleTimeout, with_header_timeout
 from bulkflow.kafka import Producer
-from bulkflow.producer import ChunkProducer
 from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
-from bulkflow.uploads import UploadReaper
 from ingest_api.actions import ActionStore
 from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
+from ingest_api.publisher import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits, address_rates
 from ingest_api.routes import ApiResources
+from ingest_api.scheduler import Scheduler
 from ingest_api.submission import Submitter
+from ingest_api.uploads import UploadReaper
 from stream_agents.app import AgentResources, Agents
 from stream_agents.app import create_app as create_agents
 from stream_agents.applier import Applier
 from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
+from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.outcomes import OutcomePublisher
-from stream_agents.scheduler import Scheduler
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
 

@@ -31,7 +31,6 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bulkflow import constants, sql
 from bulkflow.kafka import Producer
-from bulkflow.producer import ChunkProducer
 from bulkflow.retry import persistently
 from bulkflow.settings import Settings
 from schemas.messages import CODES, Chunk, Outcome
@@ -161,19 +160,20 @@ async def replay(settings: Settings, pool: asyncpg.Pool) -> Replayed:
     the rows are applied as if they had never failed, the first occurrence
     of a key winning.
     """
-    async with _pending(settings) as (consumer, records), ChunkProducer.start(settings) as out:
-        publisher = out.publisher()
+    topic = settings.topic(constants.CHUNKS_TOPIC)
+    async with _pending(settings) as (consumer, records), Producer.open(settings) as producer:
         replayed, meanwhile, undecodable = 0, 0, []
         for record in records:
             letter = DeadLetter.from_bytes(record.value)
             if letter.chunk is None:
                 undecodable.append(letter)
             elif await _rewind(pool, letter.chunk):
-                await publisher.send(letter.chunk)
+                # Keyed by account like every chunk: the account's partition, in order.
+                chunk = letter.chunk
+                await producer.send_and_wait(topic, chunk.to_bytes(), chunk.account_id.encode())
                 replayed += 1
             else:
                 meanwhile += 1
-        await publisher.flush()
         if records:
             partition = TopicPartition(records[-1].topic, records[-1].partition)
             await consumer.commit({partition: OffsetAndMetadata(records[-1].offset + 1, "")})

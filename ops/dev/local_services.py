@@ -23,13 +23,15 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from bulkflow import PROJECT_ROOT
 from bulkflow.settings import Settings
 
+#: deploy/local, as package data (a link in a checkout, files in a wheel).
+TEMPLATES = Path(str(resources.files("ops.dev") / "_templates"))
 KAFKA_VERSION = "4.1.1"
 POSTGRES_MAJOR = "15"
 READY_TIMEOUT = 90.0  # seconds a service may take to answer after start
@@ -308,7 +310,7 @@ class Kafka:
                 "-B",
                 "-q",
                 "-f",
-                str(PROJECT_ROOT / "deploy/local/kafka-pom.xml"),
+                str(TEMPLATES / "kafka-pom.xml"),
                 f"-Dkafka.version={KAFKA_VERSION}",
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
@@ -320,7 +322,7 @@ class Kafka:
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        template = (PROJECT_ROOT / "deploy/local/server.properties.template").read_text()
+        template = (TEMPLATES / "server.properties.template").read_text()
         (self.root / "server.properties").write_text(
             template.format(
                 port=self.port, controller_port=self.controller_port, data_dir=self.data
@@ -351,7 +353,7 @@ class Kafka:
             "-XX:TieredStopAtLevel=1",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={PROJECT_ROOT / 'deploy/local/log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={TEMPLATES / 'log4j2.properties'}",
             "-cp",
             f"{self.libs}/*",
         ]

@@ -9,8 +9,8 @@ import sys
 import asyncpg
 import pytest
 
-from bulkflow.accounts import account_for_key, hash_key
 from bulkflow.settings import Settings
+from ingest_api.accounts import account_for_key, hash_key
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.anyio
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bulkflow.cli", "accounts", *args],
+        [sys.executable, "-m", "ops.cli", "accounts", *args],
         env={**os.environ, **settings_env(settings)},
         capture_output=True,
         text=True,

@@ -1,9 +1,9 @@
 """``bulkflow chaos``: break one part of bulkflow during an action, then check every count.
 
-Each scenario runs the real processes (:mod:`bulkflow.fleet`: the API, the sink
+Each scenario runs the real processes (:mod:`ops.bench.fleet`: the API, the sink
 and an agents replica, each a ``bulkflow serve --role ...``) on a fresh
-database, topic prefix and embedded ClickHouse path (:mod:`bulkflow.isolation`),
-uploads the seeded sample contacts (:mod:`bulkflow.sample`, which knows how many
+database, topic prefix and embedded ClickHouse path (:mod:`ops.bench.isolation`),
+uploads the seeded sample contacts (:mod:`ops.sample`, which knows how many
 rows succeed, fail and are skipped) as a CSV through the API, and once a third
 of the rows are processed kills a process or stops a service, then restores it.
 When the action has ended and ClickHouse holds every row it checks the action's
@@ -11,7 +11,7 @@ status and counts, the contacts stored and ClickHouse's outcomes (``FINAL``, and
 distinct rows of the raw table) against what the generator knows.
 
 The suite stops Postgres, Kafka and Redis, so it runs them as a private set of
-its own (:class:`bulkflow.local_services.Supervisor` on free ports under a
+its own (:class:`ops.dev.local_services.Supervisor` on free ports under a
 temporary state directory), never the developer's or a test session's.
 
 The upload is spread over :data:`UPLOAD_SECONDS` whatever its size, so that the
@@ -40,17 +40,17 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic import SecretStr
 
 from bulkflow import sql
-from bulkflow.accounts import create_account
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import front_client_url
 from bulkflow.constants import CHAOS_SCENARIOS as SCENARIOS
 from bulkflow.database import connect_pool
-from bulkflow.demo import bearer
-from bulkflow.fleet import Fleet, FleetFailed, free_port
-from bulkflow.isolation import drop_database, isolated_settings
-from bulkflow.local_services import ServiceError, Supervisor
-from bulkflow.sample import SampleExpectation, write_contacts_csv
 from bulkflow.settings import Settings
+from ingest_api.accounts import create_account
+from ops.bench.fleet import Fleet, FleetFailed, free_port
+from ops.bench.isolation import drop_database, isolated_settings
+from ops.demo import bearer
+from ops.dev.local_services import ServiceError, Supervisor
+from ops.sample import SampleExpectation, write_contacts_csv
 
 #: Seconds each stopped service stays down unless --outage says otherwise.
 OUTAGES = {"postgres": 30.0, "kafka": 20.0, "redis": 20.0}

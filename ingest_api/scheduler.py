@@ -18,7 +18,7 @@ import asyncpg
 from bulkflow import sql
 from bulkflow.background import background, poll_forever
 from bulkflow.database import ping
-from bulkflow.producer import ChunkProducer
+from ingest_api.publisher import ChunkProducer
 from schemas.messages import Chunk
 
 log = logging.getLogger(__name__)
