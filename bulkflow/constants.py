@@ -6,6 +6,10 @@ from typing import Final
 CHUNKS_TOPIC: Final = "bulkflow.chunks"  # rows of bulk actions, keyed by account
 OUTCOMES_TOPIC: Final = "bulkflow.outcomes"  # per-row outcomes, keyed by account
 DEAD_LETTERS_TOPIC: Final = "bulkflow.dead-letters"  # chunks whose retries ran out
+# Consumer groups (prefixed likewise): the Faust app of a role set is
+# APP_ID_PREFIX + its roles ("bulkflow-agents", "bulkflow-agents-sink", ...).
+APP_ID_PREFIX: Final = "bulkflow-"
+DEAD_LETTER_REPLAY_GROUP: Final = "bulkflow-dead-letter-replay"
 
 # Message sizes (bytes), bounded end to end. The project sets the topics'
 # max.message.bytes to MAX_MESSAGE_BYTES and its producers refuse more; what
@@ -30,15 +34,18 @@ MAX_JSON_ROWS: Final = 10_000  # rows per JSON request
 MAX_JSON_BODY_BYTES: Final = 16 * 1024 * 1024
 LARGE_JSON_BYTES: Final = 1024 * 1024  # a JSON body larger than this is "large":
 LARGE_JSON_AT_ONCE: Final = 1  # large JSON bodies decoded and submitted at a time, per process
-MAX_FIELD_BYTES: Final = 64 * 1024  # characters per CSV field
+MAX_FIELD_CHARS: Final = 64 * 1024  # characters per CSV field
 #: Characters per CSV record, all its lines: what the reader holds for one row.
-MAX_RECORD_CHARS: Final = 16 * MAX_FIELD_BYTES
+MAX_RECORD_CHARS: Final = 16 * MAX_FIELD_CHARS
 #: Levels objects and arrays may nest in a row's custom_fields (itself level 1):
 #: deeper, the row fails (invalid_custom_fields).
 MAX_CUSTOM_FIELDS_DEPTH: Final = 8
 #: Levels a JSON body may nest (the body is level 1, a row 3): deeper, 422.
 #: orjson cannot write more than 254, and every chunk and outcome is written.
 MAX_JSON_DEPTH: Final = 32
+#: Multipart option fields (before the file part), and bytes per field.
+MAX_FORM_FIELDS: Final = 20
+MAX_FORM_FIELD_BYTES: Final = 64 * 1024
 MAX_CSV_COLUMNS: Final = 1_000  # columns per CSV header (trailing empty ones aside)
 #: Characters of rows per block the CSV reader queues: a block of wide rows
 #: ends before its 500th row, so that its chunk encodes below
@@ -55,7 +62,25 @@ UPLOAD_REAP_EVERY: Final = 5.0
 #: The chunk_no of an upload's end-of-upload marker: after every real chunk.
 END_OF_UPLOAD_CHUNK_NO: Final = 2**31 - 1
 
+# Redis keys of the token buckets (+ account id, or kind + account id).
+ROWS_BUCKET_PREFIX: Final = "bulkflow:rows:"  # rows applied by the agents
+REQUESTS_BUCKET_PREFIX: Final = "bulkflow:requests:"  # API requests
+
+# Postgres advisory locks: one key for migrators; and the spaces (the seed of
+# hashtextextended) of per-account and per-action locks.
+MIGRATION_LOCK_KEY: Final = 0x62756C6B  # "bulk": serialises migrators
+BACKLOG_LOCK_SPACE: Final = 0  # + account id: one drainer per account
+SCHEDULER_LOCK_SPACE: Final = 1  # + action id: one process fires an action
+
+# Ingest jobs.
+PUBLISH_IN_FLIGHT: Final = 32  # chunks sent but not yet acknowledged, per upload
+SCHEDULED_WRITE_BATCH: Final = 20  # chunks per insert of a scheduled action's rows
+SCHEDULER_POLL: Final = 0.5  # seconds between looks for due actions
+SCHEDULER_PAGE: Final = 100  # stored chunks read at a time
+
 # Agents.
+BACKLOG_POLL: Final = 0.25  # seconds between looks at an idle backlog
+BACKLOG_CHUNKS_PER_ROUND: Final = 20  # chunks of one account per drain transaction
 AGENT_BATCH_CHUNKS: Final = 20  # chunk messages per Postgres transaction
 AGENT_BATCH_WITHIN: Final = 0.05  # seconds to wait for a batch to fill
 #: Chunks per statement within a batch: the next part is validated while

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bulkflow import constants
+from bulkflow import constants, sql
 from bulkflow.settings import Settings
 
 
@@ -52,3 +52,19 @@ async def ping(pool: asyncpg.Pool) -> None:
     """
     async with pool.acquire(timeout=constants.PROBE_TIMEOUT) as conn:
         await conn.fetchval("SELECT 1", timeout=constants.PROBE_TIMEOUT)
+
+
+@asynccontextmanager
+async def advisory_lock(pool: asyncpg.Pool, space: int, key: str) -> AsyncIterator[bool]:
+    """Try a session-level advisory lock on ``key`` in ``space``; yield whether it was taken.
+
+    One process at a time works on what the key names (an account's backlog,
+    a scheduled action); the others skip it. Released when the block ends.
+    """
+    async with pool.acquire() as conn:
+        taken = bool(await conn.fetchval(sql.postgres("advisory_try_lock"), key, space))
+        try:
+            yield taken
+        finally:
+            if taken:
+                await conn.fetchval(sql.postgres("advisory_unlock"), key, space)

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import constants, sql
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.settings import Settings
 from bulkflow.topics import ensure_topics
-
-_LOCK_KEY = 0x62756C6B  # "bulk": the advisory lock that serialises migrators
 
 
 async def migrate_postgres(settings: Settings) -> list[str]:
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_lock($1)", constants.MIGRATION_LOCK_KEY)
         await conn.execute(sql.postgres("schema_migrations_create"))
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []

@@ -16,9 +16,6 @@ from bulkflow import constants
 
 _SCRIPT = (Path(__file__).parent / "lua" / "token_bucket.lua").read_text()
 
-ROWS_PREFIX = "bulkflow:rows:"  # + account id: rows applied by the agents
-REQUESTS_PREFIX = "bulkflow:requests:"  # + kind + account id: API requests
-
 
 @dataclass(frozen=True)
 class Rate:

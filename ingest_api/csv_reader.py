@@ -297,7 +297,7 @@ class CsvReader:
                     record = list(map(unescape_formula, record))
                 if (
                     len(record) <= width
-                    and max(map(len, record)) <= constants.MAX_FIELD_BYTES
+                    and max(map(len, record)) <= constants.MAX_FIELD_CHARS
                     and not _has_invalid_bytes("".join(record))
                 ):
                     # Fewer fields than the header are fine (the rest are absent);
@@ -384,9 +384,9 @@ def _problem(header: list[str], record: list[str]) -> RowProblem:
             f" beyond them: {_cut(repr(extra), _EXTRA_SHOWN)}",
         )
     for name, value in zip(header, record, strict=False):
-        if len(value) > constants.MAX_FIELD_BYTES:
+        if len(value) > constants.MAX_FIELD_CHARS:
             return RowProblem(
-                "field_too_long", f"{name}: longer than {constants.MAX_FIELD_BYTES} characters"
+                "field_too_long", f"{name}: longer than {constants.MAX_FIELD_CHARS} characters"
             )
     return RowProblem("invalid_encoding", "the row has bytes that are not valid text")
 
@@ -394,12 +394,12 @@ def _problem(header: list[str], record: list[str]) -> RowProblem:
 def _as_sent(header: list[str], record: list[str]) -> JsonRow:
     """A broken row's values, for its failed-rows export: valid text, a bounded size.
 
-    A value over MAX_FIELD_BYTES keeps its start and a mark, so the export
+    A value over MAX_FIELD_CHARS keeps its start and a mark, so the export
     stays the size of valid rows and still fails if sent back unchanged. Fields
     beyond the header have no column: the problem's message quotes them.
     """
     return {
-        name: _cut(_text(value), constants.MAX_FIELD_BYTES)
+        name: _cut(_text(value), constants.MAX_FIELD_CHARS)
         for name, value in zip(header, record, strict=False)
     }
 

@@ -19,11 +19,10 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from bulkflow import constants
 from ingest_api.errors import InvalidMultipart, ValidationFailed
 
 FILE_PART = "file"
-MAX_FIELDS = 20  # option fields before the file part
-MAX_FIELD_BYTES = 64 * 1024  # bytes per option field (a mapping of many columns)
 
 #: What the parser's callbacks report: ("headers", name, filename), ("data", bytes), ("end",).
 _Event = tuple[Any, ...]
@@ -68,13 +67,15 @@ class MultipartUpload:
                     return fields
                 if filename is not None:
                     raise _field_error(name, f"only the {FILE_PART!r} part may be a file")
-                if len(fields) >= MAX_FIELDS:
-                    raise _field_error(name, f"at most {MAX_FIELDS} fields")
+                if len(fields) >= constants.MAX_FORM_FIELDS:
+                    raise _field_error(name, f"at most {constants.MAX_FORM_FIELDS} fields")
                 value = bytearray()
             elif event[0] == "data" and name is not None:
                 value += event[1]
-                if len(value) > MAX_FIELD_BYTES:
-                    raise _field_error(name, f"longer than {MAX_FIELD_BYTES:,} bytes")
+                if len(value) > constants.MAX_FORM_FIELD_BYTES:
+                    raise _field_error(
+                        name, f"longer than {constants.MAX_FORM_FIELD_BYTES:,} bytes"
+                    )
             elif event[0] == "end" and name is not None:
                 try:
                     fields[name] = value.decode("utf-8")

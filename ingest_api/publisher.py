@@ -18,8 +18,6 @@ from bulkflow.kafka import Producer
 from bulkflow.settings import Settings
 from schemas.messages import Chunk
 
-_IN_FLIGHT = 32  # chunks sent but not yet acknowledged, per publisher
-
 
 class ChunkSink(Protocol):
     """Where a submission's chunks go: Kafka now, or storage until scheduled."""
@@ -62,7 +60,7 @@ class Publisher:
         future = await self._producer.send(self._topic, value, key=chunk.account_id.encode())
         self._pending.append(future)
         self.published_rows += len(chunk.rows)
-        while len(self._pending) > _IN_FLIGHT:
+        while len(self._pending) > constants.PUBLISH_IN_FLIGHT:
             await self._pending.popleft()
 
     async def flush(self) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import constants, sql
 from schemas.messages import Chunk
-
-_BATCH = 20  # chunks per insert: a bounded buffer whatever the file size
 
 
 class ScheduledWriter:
@@ -21,7 +19,7 @@ class ScheduledWriter:
     async def send(self, chunk: Chunk, encoded: bytes | None = None) -> None:
         self._pending.append((chunk, chunk.to_bytes() if encoded is None else encoded))
         self.published_rows += len(chunk.rows)
-        if len(self._pending) >= _BATCH:
+        if len(self._pending) >= constants.SCHEDULED_WRITE_BATCH:
             await self.flush()
 
     async def flush(self) -> None:

@@ -15,16 +15,13 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import constants, sql
 from bulkflow.background import background, poll_forever
-from bulkflow.database import ping
+from bulkflow.database import advisory_lock, ping
 from ingest_api.publisher import ChunkProducer
 from schemas.messages import Chunk
 
 log = logging.getLogger(__name__)
-
-POLL = 0.5  # seconds between looks for due actions: starts within this of the due time
-PAGE = 100  # stored chunks read at a time
 
 
 class Scheduler:
@@ -37,26 +34,24 @@ class Scheduler:
 
     async def _run(self) -> None:
         await poll_forever(
-            "firing scheduled actions", self.fire_due, idle=POLL, probe=lambda: ping(self._pool)
+            "firing scheduled actions",
+            self.fire_due,
+            idle=constants.SCHEDULER_POLL,
+            probe=lambda: ping(self._pool),
         )
 
     async def fire_due(self) -> int:
         """Publish the chunks of every due action; return how many actions fired."""
         fired = 0
         for row in await self._pool.fetch(sql.postgres("scheduled_due"), 10):
-            async with self._pool.acquire() as lock:
-                key = str(row["id"])
-                if not await lock.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 1))", key
-                ):
+            key = str(row["id"])
+            async with advisory_lock(self._pool, constants.SCHEDULER_LOCK_SPACE, key) as mine:
+                if not mine:
                     continue  # another process fires it
-                try:
-                    # Under the lock, again: another process may have just fired it.
-                    if await lock.fetchval(sql.postgres("scheduled_pending"), row["id"]):
-                        await self._fire(row["id"])
-                        fired += 1
-                finally:
-                    await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 1))", key)
+                # Under the lock, again: another process may have just fired it.
+                if await self._pool.fetchval(sql.postgres("scheduled_pending"), row["id"]):
+                    await self._fire(row["id"])
+                    fired += 1
         return fired
 
     async def _fire(self, action_id: uuid.UUID) -> None:
@@ -64,7 +59,7 @@ class Scheduler:
         publisher = self._producer.publisher()
         after = -1
         while rows := await self._pool.fetch(
-            sql.postgres("scheduled_chunks_of"), action_id, after, PAGE
+            sql.postgres("scheduled_chunks_of"), action_id, after, constants.SCHEDULER_PAGE
         ):
             for row in rows:
                 chunk = Chunk.from_bytes(row["chunk"])

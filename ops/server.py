@@ -25,7 +25,7 @@ from bulkflow.clickhouse_front import EngineFront, create_front, front_client_ur
 from bulkflow.database import connect_pool
 from bulkflow.http_timeouts import BodyIdleTimeout, with_header_timeout
 from bulkflow.kafka import Producer
-from bulkflow.rate_limit import REQUESTS_PREFIX, ROWS_PREFIX, Rate, TokenBucket
+from bulkflow.rate_limit import Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
 from ingest_api.actions import ActionStore
@@ -39,7 +39,7 @@ from ingest_api.routes import ApiResources
 from ingest_api.scheduler import Scheduler
 from ingest_api.submission import Submitter
 from ingest_api.uploads import UploadReaper
-from stream_agents.app import AgentResources, Agents
+from stream_agents.app import AgentResources, ChunkHandler
 from stream_agents.app import create_app as create_agents
 from stream_agents.applier import Applier
 from stream_agents.backlog import BacklogDrainer
@@ -62,17 +62,19 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             assert clickhouse is not None
             await clickhouse.apply_migrations()
         if {"agents", "sink"} & set(roles):
-            agents = None
+            chunks = None
             if "agents" in roles:
                 redis = Redis.from_url(settings.redis_url.get_secret_value())
                 stack.push_async_callback(redis.aclose)
-                throttle = Throttle(pool, TokenBucket(redis, ROWS_PREFIX), settings.rows_per_minute)
+                throttle = Throttle(
+                    pool, TokenBucket(redis, constants.ROWS_BUCKET_PREFIX), settings.rows_per_minute
+                )
                 dead_letters = await _dead_letters(stack, settings)
                 applier = Applier(
                     BatchProcessor(pool, dead_letters),
                     await stack.enter_async_context(OutcomePublisher.start(settings)),
                 )
-                agents = Agents(
+                chunks = ChunkHandler(
                     applier=applier,
                     throttle=throttle,
                     dead_letters=dead_letters,
@@ -80,8 +82,8 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 )
                 drainer = BacklogDrainer(pool, throttle, applier)
                 await stack.enter_async_context(drainer.running())
-                chunks = await stack.enter_async_context(ChunkProducer.start(settings))
-                await stack.enter_async_context(Scheduler(pool, chunks).running())
+                producer = await stack.enter_async_context(ChunkProducer.start(settings))
+                await stack.enter_async_context(Scheduler(pool, producer).running())
             sink = None
             if "sink" in roles:
                 assert clickhouse is not None
@@ -90,7 +92,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                     await _dead_letters(stack, settings),
                     settings.topic(constants.OUTCOMES_TOPIC),
                 )
-            faust_app = create_agents(settings, AgentResources(agents=agents, sink=sink))
+            faust_app = create_agents(settings, AgentResources(chunks=chunks, sink=sink))
             await stack.enter_async_context(faust_app_running(faust_app))
         if {"api", "agents"} & set(roles):
             # Any process that survives an API process's death ends its uploads.
@@ -106,7 +108,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             )
             stack.push_async_callback(api_redis.aclose)
             limits = RequestLimits(
-                TokenBucket(api_redis, REQUESTS_PREFIX),
+                TokenBucket(api_redis, constants.REQUESTS_BUCKET_PREFIX),
                 writes=Rate(settings.api_writes_per_minute, settings.api_write_burst),
                 reads=Rate(settings.api_reads_per_minute, settings.api_read_burst),
                 addresses=address_rates(settings),

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Agents:
-    """What the chunk agent works with."""
+class ChunkHandler:
+    """What the chunk agent hands each batch of chunk messages to."""
 
     applier: Applier
     throttle: Throttle
@@ -38,14 +38,14 @@ class Agents:
 
 @dataclass(frozen=True)
 class AgentResources:
-    agents: Agents | None  # the agents role
+    chunks: ChunkHandler | None  # the agents role
     sink: OutcomeSink | None  # the sink role
 
 
 def create_app(settings: Settings, resources: AgentResources) -> faust.App:
-    roles = [r for r, on in (("agents", resources.agents), ("sink", resources.sink)) if on]
+    roles = [r for r, on in (("agents", resources.chunks), ("sink", resources.sink)) if on]
     app = faust.App(
-        settings.topic(f"bulkflow-{'-'.join(roles)}"),
+        settings.topic(constants.APP_ID_PREFIX + "-".join(roles)),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         autodiscover=False,
         # Faust keeps a data folder per app; under the state dir, not the cwd.
@@ -60,8 +60,8 @@ def create_app(settings: Settings, resources: AgentResources) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    if resources.agents is not None:
-        _add_chunk_agent(app, settings, resources.agents)
+    if resources.chunks is not None:
+        _add_chunk_agent(app, settings, resources.chunks)
     if resources.sink is not None:
         _add_sink_agent(app, settings, resources.sink)
     return app
@@ -71,7 +71,7 @@ def _raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, internal=False)
 
 
-def _add_chunk_agent(app: faust.App, settings: Settings, agents: Agents) -> None:
+def _add_chunk_agent(app: faust.App, settings: Settings, handler: ChunkHandler) -> None:
     topic = _raw_topic(app, settings.topic(constants.CHUNKS_TOPIC))
 
     @app.agent(topic, name="apply-chunks")
@@ -81,7 +81,7 @@ def _add_chunk_agent(app: faust.App, settings: Settings, agents: Agents) -> None
         async for values in stream.take(
             constants.AGENT_BATCH_CHUNKS, within=constants.AGENT_BATCH_WITHIN
         ):
-            await handle_chunks(values, agents)
+            await handle_chunks(values, handler)
 
 
 def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> None:
@@ -95,7 +95,7 @@ def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> No
             await sink.write(values)
 
 
-async def handle_chunks(values: Sequence[bytes], agents: Agents) -> None:
+async def handle_chunks(values: Sequence[bytes], handler: ChunkHandler) -> None:
     """Apply what the account limits admit; defer the rest to the backlog, in order.
 
     Every step is retried until it succeeds: the batch is acknowledged when
@@ -107,12 +107,12 @@ async def handle_chunks(values: Sequence[bytes], agents: Agents) -> None:
             chunks.append(Chunk.from_bytes(value))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.error("dead-lettering a chunk message that cannot be decoded: %r", exc)
-            await agents.dead_letters.send_undecodable(agents.topic, value, exc)
+            await handler.dead_letters.send_undecodable(handler.topic, value, exc)
     if not chunks:
         return
-    admission = await persistently("admitting chunks", lambda: agents.throttle.admit(chunks))
+    admission = await persistently("admitting chunks", lambda: handler.throttle.admit(chunks))
     if admission.now:
         # Before deferring: a deferred chunk may be drained as soon as it is
         # visible, and it must not overtake the admitted ones of its account.
-        await agents.applier.apply(admission.now)
-    await persistently("deferring chunks", lambda: agents.throttle.defer(admission.later))
+        await handler.applier.apply(admission.now)
+    await persistently("deferring chunks", lambda: handler.throttle.defer(admission.later))

@@ -15,18 +15,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import constants, sql
 from bulkflow.background import background, poll_forever
-from bulkflow.database import ping
+from bulkflow.database import advisory_lock, ping
 from bulkflow.rate_limit import Rate
 from schemas.messages import Chunk
 from stream_agents.applier import Applier
 from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
-
-POLL = 0.25  # seconds between looks at an idle backlog
-CHUNKS_PER_ROUND = 20  # chunks of one account applied in one transaction at most
 
 
 class BacklogDrainer:
@@ -40,7 +37,10 @@ class BacklogDrainer:
 
     async def _run(self) -> None:
         await poll_forever(
-            "draining the backlog", self.drain_once, idle=POLL, probe=lambda: ping(self._pool)
+            "draining the backlog",
+            self.drain_once,
+            idle=constants.BACKLOG_POLL,
+            probe=lambda: ping(self._pool),
         )
 
     async def drain_once(self) -> bool:
@@ -48,23 +48,19 @@ class BacklogDrainer:
         applied = False
         for head in await self._pool.fetch(sql.postgres("chunk_backlog_heads")):
             allowance = self._throttle.allowance(head["rows_per_minute"])
-            async with self._pool.acquire() as lock:
-                key = head["account_id"]
-                if not await lock.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key
-                ):
+            key = head["account_id"]
+            async with advisory_lock(self._pool, constants.BACKLOG_LOCK_SPACE, key) as mine:
+                if not mine:
                     continue  # another process drains this account
                 try:
                     applied |= await self._drain_account(key, allowance)
                 except Exception:  # the next accounts still drain: one must not stall them
                     log.exception("draining account %s failed; trying again next pass", key)
-                finally:
-                    await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
         return applied
 
     async def _drain_account(self, account_id: str, allowance: Rate) -> bool:
         waiting = await self._pool.fetch(
-            sql.postgres("chunk_backlog_next"), account_id, CHUNKS_PER_ROUND
+            sql.postgres("chunk_backlog_next"), account_id, constants.BACKLOG_CHUNKS_PER_ROUND
         )
         ready: list[tuple[int, Chunk]] = []
         for row in waiting:

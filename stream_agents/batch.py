@@ -64,7 +64,8 @@ class ChunkResult:
     keys: list[str] | None = None
     #: When the chunk was applied: a replay reports the original time, so its
     #: outcome rows are identical to the first delivery's.
-    processed_at: float = field(default_factory=lambda: round(time.time(), 3))  # ms, as stored
+    #: Seconds since the epoch, to the millisecond (as stored).
+    processed_at: float = field(default_factory=lambda: round(time.time(), 3))
 
     def fail(self, index: int, problem: RowProblem, code: str = "f") -> None:
         self.codes[index] = code

@@ -120,7 +120,7 @@ async def _pending(settings: Settings) -> AsyncIterator[tuple[AIOKafkaConsumer, 
     topic = settings.topic(constants.DEAD_LETTERS_TOPIC)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.topic("bulkflow-dead-letter-replay"),
+        group_id=settings.topic(constants.DEAD_LETTER_REPLAY_GROUP),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

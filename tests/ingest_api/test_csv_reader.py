@@ -121,7 +121,7 @@ async def test_broken_rows_keep_their_values_for_the_export() -> None:
     assert block.broken[1].message == "3 fields for 2 header columns; beyond them: ['extra']"
     assert block.rows[2] == {"email": "\ufffd\ufffd@x.io", "name": "C"}
     # Cut to the field limit, and marked: sent back unchanged, it fails again.
-    assert block.rows[3] == {"email": "d@x.io", "name": "x" * constants.MAX_FIELD_BYTES + "\u2026"}
+    assert block.rows[3] == {"email": "d@x.io", "name": "x" * constants.MAX_FIELD_CHARS + "\u2026"}
     chunk = Chunk("a", "acc", "contact", "upsert", 0, 1, block.rows, broken=block.broken)
     assert Chunk.from_bytes(chunk.to_bytes()).rows == block.rows  # JSON carries them
 
