@@ -235,18 +235,21 @@ async def test_bulkflow_sql_reads_the_front_of_the_all_in_one_process(
         f"SELECT outcome, sum(rows) AS rows FROM bulkflow.outcomes_by_account_hour {where} "
         "GROUP BY outcome ORDER BY outcome"
     )
-    assert re.search(r"succeeded\s+40", table) and re.search(r"failed\s+2", table), table
+    assert re.search(r"succeeded\s+40", table), table
+    assert re.search(r"failed\s+2", table), table
     assert table.rstrip().endswith("(2 rows)")
     csv_out = sql(
         f"SELECT reason, rows FROM bulkflow.failure_reasons_by_hour {where}", "--format", "csv"
     )
     assert csv_out.splitlines() == ["reason,rows", "invalid_email,2"]
     # read-only: the front refuses writes
-    refused = subprocess.run(
+    refused = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "ops.cli", "sql", "DROP TABLE bulkflow.row_outcomes"],
         env={**settings_env(database), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert refused.returncode == 1 and "readonly" in refused.stderr.lower(), refused.stderr
+    assert refused.returncode == 1, refused.stderr
+    assert "readonly" in refused.stderr.lower(), refused.stderr
