@@ -93,6 +93,9 @@ SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
 FRONT_MAX_QUERY_SECONDS: Final = 5
 FRONT_MAX_ROWS_TO_READ: Final = 100_000_000
 
+#: Seconds between samples of the gauges (consumer lag, backlog depth).
+GAUGE_SAMPLE_EVERY: Final = 2.0
+
 # Python's cyclic garbage collector, in every bulkflow process: allocations of
 # container objects between young-generation collections (CPython's default
 # is 700). A batch of rows makes hundreds of thousands of short-lived dicts

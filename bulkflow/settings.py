@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     api_port: int = 8787
 
     log_level: str = "INFO"
+    #: ``json``: one JSON object per line (time, level, role, logger, message,
+    #: action_id, account_id, chunk_no, request_id); ``text``: lines for people;
+    #: ``auto``: text on a terminal, JSON otherwise (``bulkflow/logs.py``).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    #: Where a process also serves its Prometheus metrics at /metrics (every
+    #: role; the API process serves them on its own port too). 0: not served.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("admin_token")
     @classmethod

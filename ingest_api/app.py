@@ -5,19 +5,28 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from bulkflow.http_timeouts import BodyTimeout
 from ingest_api.admin import Admin, admin_routes
 from ingest_api.controls import control_routes
+from ingest_api.dashboard import dashboard_routes
 from ingest_api.errors import ApiError, api_error, body_timeout, http_error, unexpected_error
+from ingest_api.observability import RequestObservability, metrics_endpoint
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
     app = Starlette(
-        routes=[*routes, *control_routes, *admin_routes(admin)],
-        middleware=[Middleware(RateLimitHeaders)],
+        routes=[
+            *routes,
+            *control_routes,
+            *admin_routes(admin),
+            *dashboard_routes,
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestObservability), Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: api_error,
             BodyTimeout: body_timeout,

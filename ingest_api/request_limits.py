@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bulkflow import metrics
 from bulkflow.rate_limit import Grant, Rate, TokenBucket
 from bulkflow.settings import Settings
 from ingest_api.errors import TooManyRequests, Unavailable
@@ -138,6 +139,7 @@ def _refused(
     details: dict[str, object],
     headers: dict[str, str] | None = None,
 ) -> TooManyRequests:
+    metrics.RATE_LIMITED.labels(str(details["kind"])).inc()
     seconds = str(max(1, math.ceil(retry_after)))
     return TooManyRequests(
         f"{message}; retry after {seconds}s", details, {**(headers or {}), "Retry-After": seconds}

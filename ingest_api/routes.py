@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from bulkflow import constants
+from bulkflow import constants, metrics
+from bulkflow.logs import ACCOUNT_ID, ACTION_ID
 from ingest_api.actions import ActionStore, Created, Idempotency, view
 from ingest_api.auth import Authenticator
 from ingest_api.csv_reader import CsvFormat, CsvReader, CsvRejected
@@ -79,6 +80,7 @@ async def caller(request: Request) -> tuple[ApiResources, str]:
     except Unauthorized:
         await resources.limits.auth_failed(request)
         raise
+    ACCOUNT_ID.set(account)  # in this request's log records (its task's own context)
     await resources.limits.check(request, account)
     return resources, account
 
@@ -93,7 +95,8 @@ async def create_bulk_action(request: Request) -> Response:
         created = await _submit_json(request, resources, account)
     elif media_type == "text/csv":
         params = parse(CsvParameters, dict(request.query_params), "the CSV parameters are invalid")
-        created = await _submit_csv(request, resources, account, params, request.stream())
+        stream = _counted(request.stream(), "csv")
+        created = await _submit_csv(request, resources, account, params, stream)
     elif media_type == "multipart/form-data":
         created = await _submit_multipart(request, resources, account)
     else:
@@ -102,6 +105,9 @@ async def create_bulk_action(request: Request) -> Response:
             {"content_type": media_type or None},
         )
     record = await resources.store.get(account, created.record["id"]) or created.record
+    ACTION_ID.set(str(record["id"]))
+    if not created.replayed:
+        metrics.ACTIONS_SUBMITTED.labels(record["entity"], record["action"]).inc()
     headers = {"Location": f"/v1/bulk-actions/{record['id']}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -169,6 +175,7 @@ def _decode_bulk_action(raw: bytearray) -> tuple[BulkActionRequest, bytes]:
 async def _submit_json(request: Request, resources: ApiResources, account: str) -> Created:
     """Parsed and validated on a worker thread: the event loop serves others meanwhile."""
     raw = await _read_body(request, constants.MAX_JSON_BODY_BYTES)
+    metrics.UPLOAD_BYTES.labels("json").inc(len(raw))
     large = len(raw) > constants.LARGE_JSON_BYTES
     async with _LARGE_JSON if large else contextlib.nullcontext():
         body, fingerprint = await anyio.to_thread.run_sync(_decode_bulk_action, raw)
@@ -217,7 +224,7 @@ async def _submit_csv(
 
 async def _submit_multipart(request: Request, resources: ApiResources, account: str) -> Created:
     """The option fields first, checked before a byte of the file is read; then the file."""
-    upload = MultipartUpload(request.headers["content-type"], request.stream())
+    upload = MultipartUpload(request.headers["content-type"], _counted(request.stream(), "csv"))
     params = parse(CsvParameters, await upload.fields(), "the CSV parameters are invalid")
     return await _submit_csv(request, resources, account, params, upload.file())
 
@@ -307,7 +314,16 @@ async def owned(request: Request, resources: ApiResources, account: str) -> Any:
     record = await resources.store.get(account, action_id)
     if record is None:
         raise NotFound("no such bulk action")
+    ACTION_ID.set(str(action_id))
     return record
+
+
+async def _counted(body: AsyncIterator[bytes], kind: str) -> AsyncIterator[bytes]:
+    """The body, its bytes counted per block received (bulkflow_upload_bytes_total)."""
+    counter = metrics.UPLOAD_BYTES.labels(kind)
+    async for block in body:
+        counter.inc(len(block))
+        yield block
 
 
 routes = [

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from bulkflow import constants
+from bulkflow import constants, logs
 from bulkflow.settings import Settings
 
 
@@ -156,6 +155,20 @@ def _chaos(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(r.verified for r in results) else 1
 
 
+def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from ops.sql_query import render, run_query
+
+    try:
+        columns, rows = run_query(settings, args.query)
+    except ClickHouseError as exc:  # a refused query or no ClickHouse: its message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(render(columns, rows, args.format))
+    return 0
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from ops.dev import daemon
 
@@ -249,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--out", type=Path, help="write the results as JSON here")
     chaos.set_defaults(handler=_chaos)
 
+    query = commands.add_parser(
+        "sql", help="query the outcomes in ClickHouse (read-only with the embedded engine)"
+    )
+    query.add_argument("query", help='e.g. "SELECT * FROM bulkflow.action_durations"')
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(handler=_sql)
+
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)
     stop = commands.add_parser("stop", help="stop the background server")
@@ -270,11 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = "BULKFLOW_" + "_".join(map(str, error["loc"])).upper()
             print(f"error: {name}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for chatty in ("httpx", "httpcore"):  # one line per request drowns the demo's progress
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    role = args.command
+    if args.command == "serve":
+        role = "+".join(args.role) if args.role else "api+agents+sink"
+    logs.configure(settings.log_level, settings.log_format, role)
     result: int = args.handler(settings, args)
     return result
 

@@ -10,8 +10,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Collection
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 import uvicorn
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -19,7 +19,8 @@ from faust.contrib.asgi import faust_app_running
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
-from bulkflow import constants
+from bulkflow import constants, metrics
+from bulkflow.background import background
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import EngineFront, create_front, front_client_url, front_password
 from bulkflow.database import connect_pool
@@ -45,6 +46,7 @@ from stream_agents.applier import Applier
 from stream_agents.backlog import BacklogDrainer
 from stream_agents.batch import BatchProcessor
 from stream_agents.dead_letters import DeadLetterQueue
+from stream_agents.gauges import sample_forever
 from stream_agents.outcomes import OutcomePublisher
 from stream_agents.sink import OutcomeSink
 from stream_agents.throttle import Throttle
@@ -94,9 +96,20 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 )
             faust_app = create_agents(settings, AgentResources(chunks=chunks, sink=sink))
             await stack.enter_async_context(faust_app_running(faust_app))
+            gauges = sample_forever(faust_app, pool if chunks is not None else None)
+            await stack.enter_async_context(background(gauges, name="gauges"))
         if {"api", "agents"} & set(roles):
             # Any process that survives an API process's death ends its uploads.
             await stack.enter_async_context(UploadReaper(pool).running())
+        if settings.metrics_port:
+            stack.enter_context(metrics.serving(settings.metrics_host, settings.metrics_port))
+        # The process that holds the embedded engine serves it to every other
+        # client (an API apart, `bulkflow sql`, analysts), whatever else it runs.
+        front_app = None
+        if "sink" in roles and settings.embedded_clickhouse:
+            assert clickhouse is not None
+            front = await stack.enter_async_context(EngineFront.open(clickhouse))
+            front_app = create_front(front, front_password(settings))
         _tune_garbage_collector()
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
@@ -127,13 +140,14 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 ),
                 Admin(pool, admin_token),
             )
+            if front_app is not None:
+                port = settings.embedded_clickhouse_port
+                await stack.enter_async_context(
+                    _serving_beside(front_app, "127.0.0.1", port, settings)
+                )
             await _serve_http(api, settings.api_host, settings.api_port, settings)
-        elif "sink" in roles and settings.embedded_clickhouse:
-            assert clickhouse is not None
-            front = await stack.enter_async_context(EngineFront.open(clickhouse))
-            port = settings.embedded_clickhouse_port
-            front_app = create_front(front, front_password(settings))
-            await _serve_http(front_app, "127.0.0.1", port, settings)
+        elif front_app is not None:
+            await _serve_http(front_app, "127.0.0.1", settings.embedded_clickhouse_port, settings)
         else:
             await _until_signalled()
 
@@ -178,22 +192,53 @@ async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) ->
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, lambda: None)
-    config = uvicorn.Config(
+    try:
+        await uvicorn.Server(_http_config(app, host, port, settings)).serve()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _http_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         BodyIdleTimeout(app, settings.api_body_idle_timeout),
         host=host,
         port=port,
         lifespan="off",
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through bulkflow's handler (bulkflow/logs.py)
         access_log=False,
         # Slow clients: see bulkflow/http_timeouts.py.
         http=with_header_timeout(settings.api_header_timeout),
         timeout_keep_alive=settings.api_keep_alive_timeout,
     )
+
+
+class _ServerBeside(uvicorn.Server):
+    """A second HTTP server of the process: the first one handles the signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def _serving_beside(
+    app: ASGIApp, host: str, port: int, settings: Settings
+) -> AsyncIterator[None]:
+    """Serve ``app`` inside the block, listening before it starts; stop it on exit."""
+    server = _ServerBeside(_http_config(app, host, port, settings))
+    task = asyncio.create_task(server.serve(), name=f"http-{port}")
+    while not server.started:
+        if task.done():
+            task.result()  # its error; uvicorn ends the process if it cannot listen
+            raise RuntimeError(f"the server on {host}:{port} stopped before it started")
+        await asyncio.sleep(0.05)
     try:
-        await uvicorn.Server(config).serve()
+        yield
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        server.should_exit = True
+        await task
 
 
 def _tune_garbage_collector() -> None:

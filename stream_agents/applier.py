@@ -14,8 +14,11 @@ next attempt goes through a fresh one.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from typing import Any
 
-from bulkflow import constants
+from bulkflow import constants, logs, metrics
 from bulkflow.retry import persistently
 from schemas.messages import Chunk, OutcomeBatch
 from stream_agents.batch import BatchProcessor
@@ -37,12 +40,16 @@ class Applier:
         self._interval = interval
 
     async def apply(self, chunks: list[Chunk]) -> None:
-        try:
-            outcomes = await self.processor.process(chunks)
-        except Exception as exc:
-            log.exception("a batch of %d chunks failed", len(chunks))
-            outcomes = await self.processor.fail(chunks, exc)
-        await self._publish(outcomes)
+        with logs.context(**_subject(chunks)):
+            started = time.perf_counter()
+            try:
+                outcomes = await self.processor.process(chunks)
+            except Exception as exc:
+                log.exception("a batch of %d chunks failed", len(chunks))
+                outcomes = await self.processor.fail(chunks, exc)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            _count(outcomes)
+            await self._publish(outcomes)
 
     async def _publish(self, outcomes: list[OutcomeBatch]) -> None:
         await persistently(
@@ -50,3 +57,33 @@ class Applier:
             lambda: self._publisher.publish(outcomes),
             interval=self._interval,
         )
+
+
+def _subject(chunks: list[Chunk]) -> dict[str, Any]:
+    """What a batch works on, for its log records: the action (account, chunk) if only one."""
+    if not chunks or any(c.action_id != chunks[0].action_id for c in chunks):
+        accounts = {c.account_id for c in chunks}
+        return {"account_id": accounts.pop()} if len(accounts) == 1 else {}
+    first = chunks[0]
+    subject: dict[str, Any] = {"action_id": first.action_id, "account_id": first.account_id}
+    if len(chunks) == 1:
+        subject["chunk_no"] = first.chunk_no
+    return subject
+
+
+def _count(outcomes: list[OutcomeBatch]) -> None:
+    """Rows by outcome and reason: per chunk (str.count), reasons from its problem rows only."""
+    rows = succeeded = 0
+    problems: Counter[tuple[str, str]] = Counter()
+    for batch in outcomes:
+        codes = batch.codes
+        rows += len(codes)
+        succeeded += len(codes) - codes.count("f") - codes.count("s")
+        for index, problem in batch.problems.items():
+            outcome = "failed" if codes[index] == "f" else "skipped"
+            problems[outcome, problem.reason] += 1
+    if succeeded:
+        metrics.ROWS.labels("succeeded", "").inc(succeeded)
+    for (outcome, reason), count in problems.items():
+        metrics.ROWS.labels(outcome, reason).inc(count)
+    metrics.BATCH_ROWS.observe(rows)

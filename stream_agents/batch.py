@@ -34,7 +34,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
 
-from bulkflow import constants, sql
+from bulkflow import constants, metrics, sql
 from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
 from schemas.bulk_action import ActionOptions
@@ -217,6 +217,7 @@ class BatchProcessor:
                 if attempt == self._attempts:
                     raise RetriesExhausted(attempt, exc) from exc
                 log.warning("batch attempt %d failed (%s), retrying", attempt, type(exc).__name__)
+                metrics.BATCH_RETRIES.inc()
                 await asyncio.sleep(self._interval)
 
     async def _waited_out(self, exc: BaseException) -> bool:

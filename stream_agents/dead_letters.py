@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from bulkflow import constants, sql
+from bulkflow import constants, metrics, sql
 from bulkflow.kafka import Producer
 from bulkflow.retry import persistently
 from bulkflow.settings import Settings
@@ -95,11 +95,13 @@ class DeadLetterQueue:
         now = time.time()
         letters = [DeadLetter("chunk", reason, now, chunk=chunk) for chunk in chunks]
         await persistently(f"dead-lettering {len(letters)} chunks", lambda: self._deliver(letters))
+        metrics.DEAD_LETTERS.labels("chunk").inc(len(letters))
 
     async def send_undecodable(self, topic: str, message: bytes, error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
         letter = DeadLetter("undecodable", reason, time.time(), topic=topic, raw=message)
         await persistently("dead-lettering a message", lambda: self._deliver([letter]))
+        metrics.DEAD_LETTERS.labels("undecodable").inc()
 
     async def _deliver(self, letters: list[DeadLetter]) -> None:
         sent = []

@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 
-from bulkflow import constants
+from bulkflow import constants, metrics
 from bulkflow.clickhouse import ClickHouse
 from bulkflow.retry import until_answers
 from schemas.messages import OutcomeBatch
@@ -54,11 +54,13 @@ class OutcomeSink:
         The others were dead-lettered: ClickHouse refused them while it answered.
         """
         written = 0
-        for part in _inserts(messages):
-            if await self._insert(part, attempts=self._attempts):
-                written += len(part)
-            else:
-                written += await self._isolate(part)
+        with metrics.SINK_INSERT_SECONDS.time():
+            for part in _inserts(messages):
+                if await self._insert(part, attempts=self._attempts):
+                    written += len(part)
+                else:
+                    written += await self._isolate(part)
+        metrics.SINK_MESSAGES.inc(written)
         return written
 
     async def _insert(self, messages: Sequence[bytes], *, attempts: int) -> bool:

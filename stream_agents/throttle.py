@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bulkflow import sql
+from bulkflow import metrics, sql
 from bulkflow.rate_limit import Grant, Rate, TokenBucket, row_rate
 from schemas.messages import Chunk
+
+_ACCOUNT_LABELS = metrics.AccountLabels()
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class Throttle:
         if not deferred:
             return
         chunks = [d.chunk for d in deferred]
+        for d in deferred:  # per chunk deferred, not per row
+            reason = "rate_limited" if d.refused else "queued"
+            metrics.THROTTLE_DEFERRALS.labels(_ACCOUNT_LABELS(d.chunk.account_id), reason).inc()
         resumes: dict[str, datetime | None] = {}
         for d in deferred:
             if resumes.get(d.chunk.action_id) is None:

@@ -115,7 +115,8 @@ class Fleet:
         finally:
             await asyncio.to_thread(fleet._stop_all)
 
-    def spawn(self, role_name: str, roles: list[str]) -> Member:
+    def spawn(self, role_name: str, roles: list[str], env: dict[str, str] | None = None) -> Member:
+        """``bulkflow serve`` with these roles; ``env`` adds to (or overrides) the settings'."""
         self._spawned += 1
         args = [sys.executable, "-m", "ops.cli", "serve"]
         for role in roles:
@@ -124,7 +125,7 @@ class Fleet:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 args,
-                env={**os.environ, **self.settings.as_env()},
+                env={**os.environ, **self.settings.as_env(), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
