@@ -10,13 +10,16 @@ from bulkflow.http_timeouts import BodyTimeout
 from ingest_api.admin import Admin, admin_routes
 from ingest_api.controls import control_routes
 from ingest_api.errors import ApiError, api_error, body_timeout, http_error, unexpected_error
+from ingest_api.live import live_routes
+from ingest_api.openapi import OPERATIONS, docs_routes
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
+    api_routes = [*routes, *control_routes, *admin_routes(admin), *live_routes]
     app = Starlette(
-        routes=[*routes, *control_routes, *admin_routes(admin)],
+        routes=[*api_routes, *docs_routes(api_routes, OPERATIONS)],
         middleware=[Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: api_error,

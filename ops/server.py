@@ -32,6 +32,7 @@ from ingest_api.actions import ActionStore
 from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
+from ingest_api.live import ChangeStream, LiveHub
 from ingest_api.publisher import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits, address_rates
@@ -113,6 +114,9 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             )
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
+            live = await stack.enter_async_context(
+                ChangeStream(settings.postgres_dsn.get_secret_value(), LiveHub(pool)).running()
+            )
             admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
             api = create_api(
                 ApiResources(
@@ -122,6 +126,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                     reports=Reports(clickhouse),
                     limits=limits,
                     rows_per_minute=settings.rows_per_minute,
+                    live=live,
                 ),
                 Admin(pool, admin_token),
             )
@@ -186,6 +191,7 @@ async def _serve_http(app: ASGIApp, host: str, port: int, settings: Settings) ->
         # Slow clients: see bulkflow/http_timeouts.py.
         http=with_header_timeout(settings.api_header_timeout),
         timeout_keep_alive=settings.api_keep_alive_timeout,
+        ws_max_size=constants.LIVE_MESSAGE_BYTES,
     )
     try:
         await uvicorn.Server(config).serve()
