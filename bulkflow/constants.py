@@ -80,6 +80,8 @@ ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
 ADMIN_TOKEN_MIN_CHARS: Final = 32  # characters of BULKFLOW_ADMIN_TOKEN
 #: Seconds the API waits for Redis (request limits) before it answers without it.
 API_REDIS_TIMEOUT: Final = 2.0
+#: Redis connections of an API process; more concurrent requests wait for one.
+API_REDIS_CONNECTIONS: Final = 64
 
 # Retries of transient failures.
 RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import uvicorn
 from clickhouse_connect.driver.exceptions import OperationalError
 from faust.contrib.asgi import faust_app_running
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp
 
 from bulkflow import constants
@@ -100,10 +100,17 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
             assert clickhouse is not None
-            api_redis = Redis.from_url(
-                settings.redis_url.get_secret_value(),
-                socket_connect_timeout=constants.API_REDIS_TIMEOUT,
-                socket_timeout=constants.API_REDIS_TIMEOUT,
+            # Requests beyond the pool's connections wait their turn (up to the
+            # timeout) instead of failing: redis-py's plain pool refuses the
+            # 101st concurrent request outright, which made writes 503.
+            api_redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    settings.redis_url.get_secret_value(),
+                    max_connections=constants.API_REDIS_CONNECTIONS,
+                    timeout=constants.API_REDIS_TIMEOUT,
+                    socket_connect_timeout=constants.API_REDIS_TIMEOUT,
+                    socket_timeout=constants.API_REDIS_TIMEOUT,
+                )
             )
             stack.push_async_callback(api_redis.aclose)
             limits = RequestLimits(
