@@ -108,6 +108,8 @@ ROWS_PER_MINUTE: Final = 10_000  # per account, default row allowance
 ADMIN_TOKEN_MIN_CHARS: Final = 32  # characters of BULKFLOW_ADMIN_TOKEN
 #: Seconds the API waits for Redis (request limits) before it answers without it.
 API_REDIS_TIMEOUT: Final = 2.0
+#: Redis connections of an API process; more concurrent requests wait for one.
+API_REDIS_CONNECTIONS: Final = 64
 
 # Retries of transient failures.
 RETRY_ATTEMPTS: Final = 3  # attempts in all, the first included
@@ -124,3 +126,13 @@ UPLOAD_PATIENCE: Final = 300.0
 
 # The fault suite (bulkflow chaos): what it breaks, in the order it runs them.
 CHAOS_SCENARIOS: Final = ("agents", "sink", "api", "postgres", "kafka", "redis")
+
+# Live progress (WebSocket and SSE), fed by the Postgres channel below.
+LIVE_CHANNEL: Final = "bulkflow_actions"  # NOTIFY channel of sql/009_live_progress.sql
+LIVE_SUBSCRIBERS: Final = 10_000  # WebSocket and SSE subscribers per API process
+LIVE_SUBSCRIBERS_PER_ACCOUNT: Final = 1_000  # ... of one account, per API process
+LIVE_ACTIONS_PER_SOCKET: Final = 100  # actions one WebSocket may subscribe to
+LIVE_KEEPALIVE: Final = 15.0  # seconds between SSE comments on a quiet stream
+LIVE_AUTH_WAIT: Final = 10.0  # seconds a WebSocket has to send its API key
+LIVE_MESSAGE_BYTES: Final = 64 * 1024  # largest WebSocket message a client may send
+LIVE_PROBE_EVERY: Final = 30.0  # seconds between checks of the quiet LISTEN connection

@@ -12,17 +12,19 @@ from ingest_api.admin import Admin, admin_routes
 from ingest_api.controls import control_routes
 from ingest_api.dashboard import dashboard_routes
 from ingest_api.errors import ApiError, api_error, body_timeout, http_error, unexpected_error
+from ingest_api.live import live_routes
 from ingest_api.observability import RequestObservability, metrics_endpoint
+from ingest_api.openapi import OPERATIONS, docs_routes
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
+    api_routes = [*routes, *control_routes, *admin_routes(admin), *live_routes]
     app = Starlette(
         routes=[
-            *routes,
-            *control_routes,
-            *admin_routes(admin),
+            *api_routes,
+            *docs_routes(api_routes, OPERATIONS),
             *dashboard_routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],

@@ -10,6 +10,7 @@ import logging
 from typing import Any, ClassVar
 
 import orjson
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -118,6 +119,18 @@ class UnsupportedMediaType(ApiError):
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response's body (the OpenAPI document's ``ErrorBody``)."""
+
+    error: ErrorDetail
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -77,7 +78,8 @@ class Reports:
                 message=message or None,
                 related_row=related or None,
                 key=key,
-                processed_at=processed_at,
+                # DateTime64(3, 'UTC'): the driver may hand it over naive.
+                processed_at=processed_at.replace(tzinfo=processed_at.tzinfo or UTC),
             )
             for row_no, outcome, operation, reason, message, related, key, processed_at in rows
         ]

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -46,6 +46,9 @@ from schemas.bulk_action import (
 )
 from schemas.contact import deeper_than
 
+if TYPE_CHECKING:
+    from ingest_api.live import LiveHub
+
 _MAX_IDEMPOTENCY_KEY = 255  # characters
 #: Large JSON bodies decoded and submitted at once: the rows of each, as
 #: objects, hold ~10-20x the body until they are published.
@@ -60,6 +63,7 @@ class ApiResources:
     reports: Reports
     limits: RequestLimits
     rows_per_minute: int  # the default row allowance, for ETAs
+    live: LiveHub | None = None  # the change stream's subscribers (ingest_api/live.py)
 
 
 def _resources(request: Request) -> ApiResources:

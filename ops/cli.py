@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=100_000)
     demo.add_argument("--account", default="demo")
     demo.set_defaults(handler=_demo)
+
+    from ops.client import add_commands  # submit, actions: the API's client
+
+    add_commands(commands)
     return parser
 
 

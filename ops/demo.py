@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
+from rich.console import Console
 
 from bulkflow.database import connect_pool
 from bulkflow.settings import Settings
 from ingest_api.accounts import create_account, set_rows_per_minute
+from ops.client import Client, ClientSettings, watch
 from ops.sample import SampleExpectation, write_contacts_csv
 
 _POLL = 0.5  # seconds between progress requests
@@ -127,12 +130,18 @@ async def run_demo(settings: Settings, *, rows: int, account: str) -> int:
         f"generated {rows:,} contacts in {path} "
         f"({expected.duplicates:,} in-file duplicates, {expected.invalid:,} invalid emails)"
     )
-    async with httpx.AsyncClient(base_url=settings.api_url) as client:
+    # What `bulkflow submit FILE --entity contact --action upsert --watch` runs.
+    api = Client(ClientSettings(api_url=settings.api_url, api_key=SecretStr(key)))
+    try:
         started = time.monotonic()
-        action = await upload_csv(client, path, key)
+        action = await asyncio.to_thread(api.submit, path, entity="contact", action="upsert")
         print(f"uploaded in {time.monotonic() - started:.1f}s: bulk action {action['id']}")
-        final = await wait_until_done(client, action["id"], key, started=started)
+        await asyncio.to_thread(watch, api, action["id"], Console(stderr=True))
         elapsed = time.monotonic() - started
+    finally:
+        api.close()
+    async with httpx.AsyncClient(base_url=settings.api_url) as client:
+        final = await wait_until_done(client, action["id"], key, show=False)
         stats = await wait_for_stats(client, action["id"], key, final["total_rows"])
     return _report(final, stats, expected, elapsed)
 

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 import uvicorn
 from clickhouse_connect.driver.exceptions import OperationalError
 from faust.contrib.asgi import faust_app_running
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp
 
 from bulkflow import constants, metrics
@@ -33,6 +33,7 @@ from ingest_api.actions import ActionStore
 from ingest_api.admin import Admin
 from ingest_api.app import create_app as create_api
 from ingest_api.auth import Authenticator
+from ingest_api.live import ChangeStream, LiveHub
 from ingest_api.publisher import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits, address_rates
@@ -114,10 +115,17 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
         log.info("bulkflow serving roles %s", ", ".join(sorted(roles)))
         if "api" in roles:
             assert clickhouse is not None
-            api_redis = Redis.from_url(
-                settings.redis_url.get_secret_value(),
-                socket_connect_timeout=constants.API_REDIS_TIMEOUT,
-                socket_timeout=constants.API_REDIS_TIMEOUT,
+            # Requests beyond the pool's connections wait their turn (up to the
+            # timeout) instead of failing: redis-py's plain pool refuses the
+            # 101st concurrent request outright, which made writes 503.
+            api_redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    settings.redis_url.get_secret_value(),
+                    max_connections=constants.API_REDIS_CONNECTIONS,
+                    timeout=constants.API_REDIS_TIMEOUT,
+                    socket_connect_timeout=constants.API_REDIS_TIMEOUT,
+                    socket_timeout=constants.API_REDIS_TIMEOUT,
+                )
             )
             stack.push_async_callback(api_redis.aclose)
             limits = RequestLimits(
@@ -128,6 +136,9 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             )
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
             store = ActionStore(pool)
+            live = await stack.enter_async_context(
+                ChangeStream(settings.postgres_dsn.get_secret_value(), LiveHub(pool)).running()
+            )
             admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
             api = create_api(
                 ApiResources(
@@ -137,6 +148,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                     reports=Reports(clickhouse),
                     limits=limits,
                     rows_per_minute=settings.rows_per_minute,
+                    live=live,
                 ),
                 Admin(pool, admin_token),
             )
@@ -211,6 +223,7 @@ def _http_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvic
         # Slow clients: see bulkflow/http_timeouts.py.
         http=with_header_timeout(settings.api_header_timeout),
         timeout_keep_alive=settings.api_keep_alive_timeout,
+        ws_max_size=constants.LIVE_MESSAGE_BYTES,
     )
 
 
