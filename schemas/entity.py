@@ -14,10 +14,10 @@ from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.bulk_action import ActionOptions, column_key
 from schemas.company import CompanyRow
 from schemas.contact import ContactRow
 from schemas.messages import JsonRow, RowProblem
+from schemas.options import ActionOptions, column_key
 
 MATCH_ID = "id"  # every entity can be matched by its own id (never written)
 MATCH_EXTERNAL_ID = "external_id"  # ... and by the caller's id for it
