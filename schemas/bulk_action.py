@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
 
 from bulkflow import constants
+from schemas.action import ACTIONS
+from schemas.entity import ENTITIES
 
 # Importable from here, as before they moved to schemas.options.
 from schemas.options import ActionOptions as ActionOptions
 from schemas.options import column_key as column_key
 
-EntityName = Literal["contact", "company"]
-ActionKind = Literal["create", "update", "upsert", "delete"]
+if TYPE_CHECKING:  # a Literal made from a registry is a runtime value: str to type checkers
+    EntityName = str
+    ActionKind = str
+else:
+    #: The registered entities' names (schemas.entity.ENTITIES): validated, and
+    #: documented as an enum.
+    EntityName = Literal[tuple(ENTITIES)]
+    #: The registered action types' names (schemas.action.ACTIONS).
+    ActionKind = Literal[tuple(ACTIONS)]
 Status = Literal[
     "scheduled", "queued", "running", "throttled", "paused", "completed", "cancelled", "failed"
 ]
