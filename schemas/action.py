@@ -209,12 +209,7 @@ class TagAction:
             "LEFT JOIN updated u ON u.seq = m.seq\n"
             "ORDER BY m.seq\n"
         )
-        return (
-            header
-            + ",\n".join([entity_sql.staged(entity.model, cols), matched, updated])
-            + "\n"
-            + outcome
-        )
+        return header + ",\n".join([entity_sql.staged(cols), matched, updated]) + "\n" + outcome
 
 
 class _TagsReader:

@@ -40,7 +40,7 @@ class Column(NamedTuple):
 
     field: str  # the model's field: its name in the staged rows
     position: int  # among the written fields: mask bit 1 << position
-    kind: str  # "value", "custom_fields" (jsonb, merged), "tags" (text[]), "reference"
+    kind: str  # "value", "custom_fields" (jsonb, merged), "text_array", "reference"
     cast: str  # the SQL type a value is cast to; "" for text
     column: str  # where the table keeps it (a reference: the id it resolves to)
     reference: Reference | None
@@ -67,7 +67,7 @@ def columns(model: type[BaseModel], references: dict[str, Reference] | None = No
         elif base is dict:
             found.append(Column(name, index, "custom_fields", "", name, None))
         elif base is list:
-            found.append(Column(name, index, "tags", "", name, None))
+            found.append(Column(name, index, "text_array", "", name, None))
         elif base is str:
             found.append(Column(name, index, "value", "", name, None))
         elif base in _CASTS:
@@ -141,7 +141,7 @@ def generated_by(model: type[BaseModel], source: str = "schemas/entity_sql.py") 
     )
 
 
-def staged(model: type[BaseModel], cols: list[Column]) -> str:
+def staged(cols: list[Column]) -> str:
     """The ``staged`` CTE: $1's rows as typed columns, references resolved."""
     select = [
         "(r->>0)::int AS seq, r->>1 AS account_id, (r->>2)::uuid AS action_id,",
@@ -173,7 +173,7 @@ def staged(model: type[BaseModel], cols: list[Column]) -> str:
 def _stage(col: Column, text: str, json: str) -> str:
     if col.kind == "custom_fields":
         return f"nullif({json}, 'null')"
-    if col.kind == "tags":
+    if col.kind == "text_array":
         return f"ARRAY(SELECT jsonb_array_elements_text(nullif({json}, 'null')))"
     return f"({text})::{col.cast}" if col.cast else text
 
@@ -277,8 +277,7 @@ def apply_sql(entity: ModelEntity) -> str:
         "    FROM staged s\n" + match(entity) + "\n)"
     )
 
-    width = max(len(c.column) for c in [*cols]) if cols else 0
-    width = max(width, len("last_action_id"))
+    width = max([len(c.column) for c in cols] + [len("last_action_id")])
     sets = []
     for col in cols:
         target = col.column.ljust(width)
@@ -324,7 +323,7 @@ def apply_sql(entity: ModelEntity) -> str:
     targets = ["account_id", *(c.column for c in cols), "last_action_id", "last_row_no"]
     values = ["m.account_id"]
     for col in cols:
-        if col.kind in ("custom_fields", "tags"):
+        if col.kind in ("custom_fields", "text_array"):
             values.append(f"coalesce(m.{col.field}, '{{}}')")
         else:
             values.append(f"m.{col.column}")
@@ -380,12 +379,7 @@ def apply_sql(entity: ModelEntity) -> str:
         "LEFT JOIN inserted i ON i.action_id = m.action_id AND i.row_no = m.row_no\n"
         "ORDER BY m.seq\n"
     )
-    return (
-        header
-        + ",\n".join([staged(entity.model, cols), matched, updated, deleted, inserted])
-        + "\n"
-        + outcome
-    )
+    return header + ",\n".join([staged(cols), matched, updated, deleted, inserted]) + "\n" + outcome
 
 
 def insert_sql(entity: ModelEntity) -> str:
@@ -431,7 +425,7 @@ def insert_sql(entity: ModelEntity) -> str:
                 f" AND {probe(target, 'o', f'r->>{r}')}) AS {col.column}"
             )
             wheres.append(f"      AND (r->>{r} IS NULL OR {col.column} IS NOT NULL)\n")
-        elif col.kind in ("custom_fields", "tags"):
+        elif col.kind in ("custom_fields", "text_array"):
             values.append(f"coalesce({_stage(col, f'r->>{r}', f'r->{r}')}, '{{}}')")
         else:
             values.append(_stage(col, f"r->>{r}", f"r->{r}"))
