@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -13,8 +14,15 @@ from bulkflow import constants, sql
 from bulkflow.settings import Settings
 
 
+def _exact(value: Any) -> str:
+    """What orjson cannot encode itself: a Decimal goes as its exact text (SQL casts it)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _encode_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=_exact).decode()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -22,6 +22,7 @@ from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
 from ingest_api.errors import InvalidCsv, PayloadTooLarge, Unavailable, ValidationFailed
 from ingest_api.publisher import ChunkProducer, ChunkSink
 from ingest_api.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
+from schemas.action import ACTIONS
 from schemas.bulk_action import ActionOptions, column_key
 from schemas.entity import ENTITIES
 from schemas.messages import Chunk, JsonRow, RowProblem
@@ -32,7 +33,13 @@ log = logging.getLogger(__name__)
 def check_options(entity_name: str, action: str, options: ActionOptions) -> None:
     """Options that cannot work for this entity and action are rejected up front."""
     entity = ENTITIES[entity_name]
-    known = {*entity.fields, *entity.match_fields}
+    kind = ACTIONS[action]
+    if entity_name not in kind.entities:
+        raise ValidationFailed(
+            f"{action} does not apply to the {entity_name}",
+            [{"loc": ["action"], "msg": f"{action} applies to: {', '.join(kind.entities)}"}],
+        )
+    known = {*kind.fields(entity), *entity.match_fields}
     problems = [
         {"loc": ["options", "mapping"], "msg": f"unknown field {target!r}"}
         for target in sorted(set(options.normalised_mapping().values()) - known)
@@ -48,15 +55,15 @@ def check_options(entity_name: str, action: str, options: ActionOptions) -> None
 
 
 def colliding_columns(
-    entity_name: str, options: ActionOptions, columns: Iterable[str]
+    entity_name: str, action: str, options: ActionOptions, columns: Iterable[str]
 ) -> list[str]:
     """Columns that name a field another of the columns names too (after the mapping).
 
-    Only the entity's own fields collide: other columns keep their own names
-    in custom_fields.
+    Only the fields rows of this action give collide: other columns keep
+    their own names in custom_fields.
     """
     entity = ENTITIES[entity_name]
-    known = {*entity.fields, *entity.match_fields}
+    known = {*ACTIONS[action].fields(entity), *entity.match_fields}
     mapping = options.normalised_mapping()
     by_field: dict[str, list[str]] = defaultdict(list)
     for column in columns:
@@ -68,15 +75,16 @@ def colliding_columns(
 
 
 def _check_json_columns(
-    entity: str, options: ActionOptions, columns: list[str], rows: list[JsonRow]
+    entity: str, action: str, options: ActionOptions, columns: list[str], rows: list[JsonRow]
 ) -> None:
     """Refuse a row that gives one field twice (``Email`` and ``email``): which would win?"""
-    colliding = set(colliding_columns(entity, options, columns))
+    colliding = set(colliding_columns(entity, action, options, columns))
     if not colliding:  # the usual case: no row needs a look
         return
     problems = []
     for index, row in enumerate(rows):
-        if same := colliding_columns(entity, options, [c for c in row if c in colliding]):
+        same = colliding_columns(entity, action, options, [c for c in row if c in colliding])
+        if same:
             problems.append(
                 {"loc": ["rows", index], "msg": f"columns {', '.join(same)} name one field"}
             )
@@ -115,7 +123,7 @@ class Submitter:
         check_options(entity, action, options)
         _check_row_sizes(rows)
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        _check_json_columns(entity, options, columns, rows)
+        _check_json_columns(entity, action, options, columns, rows)
         created = await self._store.create(
             scheduled_for=scheduled_for,
             account_id=account_id,
@@ -149,7 +157,7 @@ class Submitter:
     ) -> Created:
         """Create the action once the header and a first row are read, then stream the rest."""
         check_options(entity, action, options)
-        _check_header(entity, options, reader.header)
+        _check_header(entity, action, options, reader.header)
         blocks = reader.blocks()
         try:
             first = await anext(blocks, None)
@@ -311,11 +319,11 @@ def _too_large(block: RowBlock, size: int) -> RowBlock:
     return RowBlock(block.first_row_no, [{}], {0: problem})
 
 
-def _check_header(entity: str, options: ActionOptions, header: list[str]) -> None:
+def _check_header(entity: str, action: str, options: ActionOptions, header: list[str]) -> None:
     match_on = options.match_on or ENTITIES[entity].identifier
     mapping = options.normalised_mapping()
     fields = {mapping.get(key, key) for key in map(column_key, header)}
-    if colliding := colliding_columns(entity, options, header):
+    if colliding := colliding_columns(entity, action, options, header):
         raise InvalidCsv(
             "invalid_header", f"columns {', '.join(colliding)} name one field (with the mapping)"
         )

@@ -195,6 +195,21 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, rows=args.rows, account=args.account))
 
 
+def _sql_render(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkflow.sql import POSTGRES_DIR
+    from schemas import sql_files
+
+    directory = Path(str(POSTGRES_DIR / "queries"))
+    if args.check:
+        stale = sql_files.stale(directory)
+        for name in stale:
+            print(f"stale: sql/queries/{name}.sql (run `bulkflow sql-render`)", file=sys.stderr)
+        return 1 if stale else 0
+    for name in sql_files.write(directory):
+        print(f"wrote sql/queries/{name}.sql")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bulkflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("query", help='e.g. "SELECT * FROM bulkflow.action_durations"')
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(handler=_sql)
+
+    render = commands.add_parser(
+        "sql-render", help="render the entities' and actions' statements into sql/queries/"
+    )
+    render.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a file differs"
+    )
+    render.set_defaults(handler=_sql_render)
 
     start = commands.add_parser("start", help="run `serve` in the background (idempotent)")
     start.set_defaults(handler=_start)

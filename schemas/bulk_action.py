@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
 
 from bulkflow import constants
+from schemas.action import ACTIONS
+from schemas.entity import ENTITIES
 
-EntityName = Literal["contact", "company"]
-ActionKind = Literal["create", "update", "upsert", "delete"]
+# Importable from here, as before they moved to schemas.options.
+from schemas.options import ActionOptions as ActionOptions
+from schemas.options import column_key as column_key
+
+if TYPE_CHECKING:  # a Literal made from a registry is a runtime value: str to type checkers
+    EntityName = str
+    ActionKind = str
+else:
+    #: The registered entities' names (schemas.entity.ENTITIES): validated, and
+    #: documented as an enum.
+    EntityName = Literal[tuple(ENTITIES)]
+    #: The registered action types' names (schemas.action.ACTIONS).
+    ActionKind = Literal[tuple(ACTIONS)]
 Status = Literal[
     "scheduled", "queued", "running", "throttled", "paused", "completed", "cancelled", "failed"
 ]
@@ -21,40 +33,6 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 ROW_NO_MAX = 2**32 - 1  # ClickHouse keeps row_no as UInt32 and would wrap a larger number
 #: A 1-based data row number, as far as ClickHouse can hold it.
 RowNo = Annotated[int, Field(ge=1, le=ROW_NO_MAX)]
-
-
-_SEPARATORS = re.compile(r"[\s_-]+")
-
-
-def column_key(name: str) -> str:
-    """What a column name is compared by: case, spaces, ``-`` and ``_`` aside.
-
-    So the headers people write name the fields: "First Name", "first-name"
-    and "FIRST_NAME" are all ``first_name``.
-    """
-    return _SEPARATORS.sub("_", name.strip().lower())
-
-
-class ActionOptions(BaseModel):
-    """How rows are read and applied; stored with the action, carried by every chunk."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: Source column -> entity field (both compared by :func:`column_key`).
-    mapping: dict[str, str] = Field(default_factory=dict)
-    #: An empty value (or an absent JSON key) leaves the stored value unchanged.
-    ignore_empty: bool = True
-    #: A CSV cell equal to this clears the stored value (JSON uses null).
-    clear_token: str | None = None
-    #: Columns that are neither fields nor mapped: kept in custom_fields, or ignored.
-    unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
-    #: The field rows are matched on: the entity's identifier (default), or
-    #: "external_id", or "id".
-    match_on: str | None = None
-
-    def normalised_mapping(self) -> dict[str, str]:
-        """The mapping by :func:`column_key`, as headers are compared."""
-        return {column_key(k): column_key(v) for k, v in self.mapping.items()}
 
 
 class BulkActionRequest(BaseModel):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from bulkflow import constants
 
@@ -77,3 +84,47 @@ class ContactRow(BaseModel):
     status: ContactStatus | None = None
     lead_score: Annotated[int, Field(ge=0, le=100)] | None = None
     custom_fields: CustomFields | None = None
+
+
+#: A CSV cell lists tags with this between them (a JSON row gives an array, or the same).
+TAG_SEPARATOR = ";"
+MAX_TAGS = 100  # per row
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+def _split_tags(value: Any) -> Any:
+    """``"vip; Churn risk"`` -> ``["vip", "Churn risk"]``; blanks between separators dropped."""
+    if isinstance(value, str):
+        return [tag for tag in (t.strip() for t in value.split(TAG_SEPARATOR)) if tag]
+    return value
+
+
+def _distinct_tags(tags: list[str]) -> list[str]:
+    """The first spelling of each tag, compared without case, in the order given."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        seen.setdefault(tag.lower(), tag)
+    return list(seen.values())
+
+
+Tags = Annotated[
+    list[Tag],
+    BeforeValidator(_split_tags),
+    Field(min_length=1, max_length=MAX_TAGS),
+    AfterValidator(_distinct_tags),
+]
+
+
+class ContactTagsRow(BaseModel):
+    """A row of ``add_tags`` / ``remove_tags``: which contact, and the tags.
+
+    The field order is the staging order of ``sql/queries/contacts_add_tags.sql``
+    and ``contacts_remove_tags.sql``.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: int | None = Field(default=None, ge=1)
+    email: Email | None = None
+    external_id: ExternalId | None = None
+    tags: Tags | None = None

@@ -2,9 +2,11 @@
 
 An :class:`Entity` turns one input row into a :class:`Prepared` row (or a
 :class:`RowProblem`) and names the SQL file that applies a set of prepared rows
-in one statement. :class:`ModelEntity` implements it for any pydantic row model,
-so adding an entity is a model, a table migration and an ``*_apply.sql`` file
-(see "Adding an entity" in the README).
+in one statement. :class:`ModelEntity` implements it for any pydantic row model;
+its statements (``sql/queries/<table>_apply.sql``, ``<table>_insert.sql``) are
+rendered from the model by :mod:`schemas.entity_sql` and committed. Adding an
+entity is a model, a table migration, one line in :data:`ENTITIES` and
+``bulkflow sql-render`` (see "Adding an entity" in the README).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.bulk_action import ActionOptions, column_key
 from schemas.company import CompanyRow
 from schemas.contact import ContactRow
 from schemas.messages import JsonRow, RowProblem
+from schemas.opportunity import OpportunityRow
+from schemas.options import ActionOptions, column_key
 
 MATCH_ID = "id"  # every entity can be matched by its own id (never written)
 MATCH_EXTERNAL_ID = "external_id"  # ... and by the caller's id for it
@@ -53,6 +56,7 @@ class RowReader(Protocol):
 
 class Entity(Protocol):
     name: str
+    table: str  # its Postgres table
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
@@ -64,24 +68,47 @@ class Entity(Protocol):
         ...
 
 
+class Reference(NamedTuple):
+    """A field that names another entity by its identifier; the table keeps its id.
+
+    A row naming one that does not exist in the account fails with
+    ``<entity>_not_found``.
+    """
+
+    column: str  # the column that holds the referenced entity's id
+    entity: ModelEntity
+
+
 class ModelEntity:
-    """An entity whose rows are validated by a pydantic model with an ``id`` field."""
+    """An entity whose rows are validated by a pydantic model with an ``id`` field.
+
+    The model's field order is the staging order: :mod:`schemas.entity_sql`
+    renders the entity's statements from it, with a column of ``table`` per
+    field (a :class:`Reference` field's column holds the id it resolves to).
+    """
 
     def __init__(
         self,
         name: str,
         model: type[BaseModel],
         *,
+        table: str,
         identifier: str,
-        apply_query: str,
-        insert_query: str,
+        case_insensitive: bool = False,
+        references: dict[str, Reference] | None = None,
     ) -> None:
         self.name = name
         self.model = model
+        self.table = table
         self.identifier = identifier
-        self.apply_query = apply_query
-        self.insert_query = insert_query
-        self.match_fields: tuple[str, ...] = (identifier, MATCH_EXTERNAL_ID, MATCH_ID)
+        #: The identifier is compared by lower(): its unique index is on lower(identifier).
+        self.case_insensitive = case_insensitive
+        self.references: dict[str, Reference] = references or {}
+        self.apply_query = f"{table}_apply"
+        self.insert_query = f"{table}_insert"
+        self.match_fields: tuple[str, ...] = tuple(
+            dict.fromkeys((identifier, MATCH_EXTERNAL_ID, MATCH_ID))
+        )
         self.fields: tuple[str, ...] = tuple(f for f in model.model_fields if f != MATCH_ID)
         self.known = frozenset(model.model_fields)
 
@@ -176,7 +203,10 @@ class ModelRowReader:
             return RowProblem(
                 f"missing_{match_on}", f"{match_on}: required to match the {entity.name}"
             )
-        key = str(value).lower() if match_on == entity.identifier else str(value)
+        if match_on == entity.identifier and entity.case_insensitive:
+            key = str(value).lower()
+        else:
+            key = str(value)
         display_key = _display(fields.get(match_on, value))
         match_id = value if match_on == MATCH_ID else None
         # Positional: keywords cost a named tuple as much again, once per row.
@@ -198,8 +228,8 @@ def _display(value: Any) -> str:
 def _problem(exc: ValidationError) -> RowProblem:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
-    field = ".".join(str(p) for p in first["loc"]) or "row"
-    reason = f"invalid_{field}"
+    # The field, not the item in it: a bad tag is invalid_tags, the message says which.
+    reason = f"invalid_{first['loc'][0]}" if first["loc"] else "invalid_row"
     if first["type"] == "extra_forbidden":
         reason = "invalid_row"
     message = "; ".join(
@@ -210,18 +240,16 @@ def _problem(exc: ValidationError) -> RowProblem:
 
 
 CONTACT = ModelEntity(
-    "contact",
-    ContactRow,
-    identifier="email",
-    apply_query="contacts_apply",
-    insert_query="contacts_insert",
+    "contact", ContactRow, table="contacts", identifier="email", case_insensitive=True
 )
-COMPANY = ModelEntity(
-    "company",
-    CompanyRow,
-    identifier="domain",
-    apply_query="companies_apply",
-    insert_query="companies_insert",
+COMPANY = ModelEntity("company", CompanyRow, table="companies", identifier="domain")
+OPPORTUNITY = ModelEntity(
+    "opportunity",
+    OpportunityRow,
+    table="opportunities",
+    identifier="external_id",
+    references={"contact_email": Reference("contact_id", CONTACT)},
 )
 
-ENTITIES: dict[str, Entity] = {e.name: e for e in (CONTACT, COMPANY)}
+#: The one registry of entities: request models take their names from it.
+ENTITIES: dict[str, Entity] = {e.name: e for e in (CONTACT, COMPANY, OPPORTUNITY)}

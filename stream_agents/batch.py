@@ -37,9 +37,10 @@ import asyncpg
 from bulkflow import constants, metrics, sql
 from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
-from schemas.bulk_action import ActionOptions
+from schemas.action import ACTIONS, ActionType
 from schemas.entity import ENTITIES, MATCH_ID, Entity, Prepared
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
+from schemas.options import ActionOptions
 from stream_agents.errors import (
     ConcurrentWrite,
     RetriesExhausted,
@@ -84,10 +85,11 @@ class _Staged(NamedTuple):  # one per row: immutable and cheap to make, like Pre
 
 
 class _Group(NamedTuple):
-    """Staged rows of consecutive chunks with one entity and match field."""
+    """Staged rows of consecutive chunks with one entity, match field and statement."""
 
     entity: str
     match_on: str
+    query: str  # the action's apply statement for the entity (ActionType.apply_query)
     rows: list[_Staged]
 
 
@@ -132,12 +134,14 @@ class BatchProcessor:
         dead_letters: DeadLetters,
         *,
         entities: dict[str, Entity] = ENTITIES,
+        actions: dict[str, ActionType] = ACTIONS,
         attempts: int = constants.RETRY_ATTEMPTS,
         interval: float = constants.RETRY_INTERVAL,
     ) -> None:
         self._pool = pool
         self._dead_letters = dead_letters
         self._entities = entities
+        self._actions = actions
         self._attempts = attempts
         self._interval = interval
         self._inserts = _InsertFirst()
@@ -323,7 +327,8 @@ class BatchProcessor:
     def _stage(
         self, chunks: list[Chunk], states: dict[str, _State], results: dict[ChunkKey, ChunkResult]
     ) -> list[_Group]:
-        """Validate the chunks' rows; a group per run of chunks with one entity and match field.
+        """Validate the chunks' rows; a group per run of chunks with one entity, match field
+        and statement.
 
         Runs, not one group per entity and match field: the groups are applied
         one after the other, and a later action's rows must not go first.
@@ -349,21 +354,22 @@ class BatchProcessor:
             for round_rows in _rounds(group.rows, results, entity):
                 if isolate:
                     for row in round_rows:
-                        await self._apply_alone(conn, entity, row, results)
+                        await self._apply_alone(conn, entity, group.query, row, results)
                 else:
-                    await self._apply_round(conn, entity, round_rows, results)
+                    await self._apply_round(conn, entity, group.query, round_rows, results)
 
     async def _apply_alone(
         self,
         conn: asyncpg.Connection,
         entity: Entity,
+        query: str,
         row: _Staged,
         results: dict[ChunkKey, ChunkResult],
     ) -> None:
         """One row in a savepoint: a permanent error fails this row only."""
         try:
             async with conn.transaction():
-                await self._apply_round(conn, entity, [row], results)
+                await self._apply_round(conn, entity, query, [row], results)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
@@ -376,18 +382,24 @@ class BatchProcessor:
 
     def _prepare(self, chunk: Chunk, result: ChunkResult, staged: list[_Group]) -> None:
         entity = self._entities.get(chunk.entity)
-        if entity is None:
-            problem = RowProblem("unknown_entity", f"no entity named {chunk.entity!r}")
+        action = self._actions.get(chunk.action)
+        if entity is None or action is None or entity.name not in action.entities:
+            problem = (
+                RowProblem("unknown_entity", f"no entity named {chunk.entity!r}")
+                if entity is None
+                else RowProblem("unknown_action", f"no action {chunk.action!r} for {entity.name}")
+            )
             for index in range(len(chunk.rows)):
                 result.fail(index, problem)
             return
         options = ActionOptions.model_validate(chunk.options)
         match_on = options.match_on or entity.identifier
-        reader = entity.reader(options, chunk.action)
+        reader = action.reader(entity, options)
+        query = action.apply_query(entity)
         keys = result.keys = [""] * len(chunk.rows)
         # Per-chunk values out of the loop: it runs once per row.
-        if not staged or (staged[-1].entity, staged[-1].match_on) != (entity.name, match_on):
-            staged.append(_Group(entity.name, match_on, []))
+        if not staged or staged[-1][:3] != (entity.name, match_on, query):
+            staged.append(_Group(entity.name, match_on, query, []))
         stage = staged[-1].rows.append
         broken, prepare = chunk.broken, reader.prepare
         key, account_id, action_id, op = chunk.key, chunk.account_id, chunk.action_id, chunk.action
@@ -407,6 +419,7 @@ class BatchProcessor:
         self,
         conn: asyncpg.Connection,
         entity: Entity,
+        query_name: str,
         rows: list[_Staged],
         results: dict[ChunkKey, ChunkResult],
         again: int = _REAPPLY,
@@ -428,7 +441,7 @@ class BatchProcessor:
             )
             for seq, s in enumerate(rows)
         ]
-        query = sql.postgres(entity.apply_query)
+        query = sql.postgres(query_name)
         lost: list[_Staged] = []
         for record in await conn.fetch(query, staged_rows, rows[0].match_on):
             staged = rows[record["seq"]]
@@ -450,7 +463,7 @@ class BatchProcessor:
             # sees it and decides (a conflict, or an update), before later rounds.
             if again == 0:
                 raise ConcurrentWrite(f"{entity.name} {lost[0].row.display_key} keeps changing")
-            await self._apply_round(conn, entity, lost, results, again - 1)
+            await self._apply_round(conn, entity, query_name, lost, results, again - 1)
 
     async def _insert_new(
         self,
@@ -529,9 +542,10 @@ class BatchProcessor:
 
     def _keys(self, chunk: Chunk) -> list[str]:
         entity = self._entities.get(chunk.entity)
-        if entity is None:
+        action = self._actions.get(chunk.action)
+        if entity is None or action is None or entity.name not in action.entities:
             return [""] * len(chunk.rows)
-        reader = entity.reader(ActionOptions.model_validate(chunk.options), chunk.action)
+        reader = action.reader(entity, ActionOptions.model_validate(chunk.options))
         return [reader.display_key(row) for row in chunk.rows]
 
 
@@ -598,7 +612,8 @@ async def _release_and_end(
         await conn.execute(sql.postgres("bulk_actions_end_upload"), ends)
 
 
-_CREATING = frozenset({"create", "upsert"})
+#: The actions whose rows may create: the insert fast path is worth trying for them.
+_CREATING = frozenset(name for name, action in ACTIONS.items() if action.creates)
 _CANCELLED = RowProblem("cancelled", "the bulk action was cancelled before this row")
 _COUNTER = {code: list(Outcome).index(outcome) for code, (outcome, _) in CODES.items()}
 

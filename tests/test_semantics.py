@@ -428,3 +428,97 @@ async def test_multipart_upload(api: httpx.AsyncClient, tenant: Tenant) -> None:
         files={"other": ("x.csv", b"email\n", "text/csv")},
     )
     assert missing.status_code == 422
+
+
+async def test_opportunity_entity(
+    api: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    seed = await submit_json(api, tenant, [{"email": "ada@example.com"}])
+    await finished(api, tenant, seed)
+
+    async def submit(action: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        response = await api.post(
+            "/v1/bulk-actions",
+            headers=tenant.headers,
+            json={"entity": "opportunity", "action": action, "rows": rows},
+        )
+        assert response.status_code == 202, response.text
+        done = await finished(api, tenant, response.json())
+        stats = await api.get(f"/v1/bulk-actions/{done['id']}/stats", headers=tenant.headers)
+        return {"done": done, "stats": stats.json()}
+
+    created = await submit(
+        "upsert",
+        [
+            {
+                "external_id": "D-1",
+                "name": "Anvils",
+                "amount": "1200.50",
+                "stage": "Negotiation",
+                "close_date": "2026-12-31",
+                "contact_email": "Ada@Example.com",
+                "region": "EMEA",  # not a field: kept in custom_fields
+            },
+            {"external_id": "D-2", "contact_email": "nobody@example.com"},
+            {"external_id": "D-3", "amount": "-1"},
+            {"external_id": "D-4", "stage": "won-ish"},
+            {"external_id": "D-5", "close_date": "31/12/2026"},
+            {"name": "no identifier"},
+            {"external_id": "D-1", "name": "again"},
+        ],
+    )
+    assert created["done"]["counts"] == {"succeeded": 1, "failed": 5, "skipped": 1}
+    assert created["stats"]["operations"] == {"created": 1}
+    assert created["stats"]["reasons"] == {
+        "contact_not_found": 1,
+        "invalid_amount": 1,
+        "invalid_stage": 1,
+        "invalid_close_date": 1,
+        "missing_external_id": 1,
+        "duplicate": 1,
+    }
+    row = await pool.fetchrow(
+        "SELECT o.name, o.amount::text, o.stage, o.close_date::text, c.email, o.custom_fields"
+        " FROM opportunities o JOIN contacts c ON c.id = o.contact_id"
+        " WHERE o.account_id = $1",
+        tenant.id,
+    )
+    assert tuple(row) == (
+        "Anvils",
+        "1200.50",
+        "negotiation",
+        "2026-12-31",
+        "ada@example.com",
+        {"region": "EMEA"},
+    )
+    updated = await submit(
+        "update",
+        [
+            {"external_id": "D-1", "stage": "closed_won"},
+            {"external_id": "D-1x", "stage": "closed_won"},
+        ],
+    )
+    assert updated["stats"]["operations"] == {"updated": 1}
+    assert updated["stats"]["top_failure_reasons"] == [{"reason": "not_found", "rows": 1}]
+    logs_ = await logs(api, tenant, updated["done"]["id"], outcome="failed")
+    assert [(r["key"], r["message"]) for r in logs_] == [
+        ("D-1x", "no opportunity with this external_id")
+    ]
+
+
+async def test_opportunity_csv(api: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool) -> None:
+    data = b"External ID,Name,Amount,Stage,Close Date\nD-7,Rockets,99.9,Closed Lost,2027-01-15\n"
+    action = await upload_csv(api, tenant, data, entity="opportunity")
+    assert (await finished(api, tenant, action))["counts"]["succeeded"] == 1
+    stored = await pool.fetchrow(
+        "SELECT name, amount::text, stage FROM opportunities WHERE account_id = $1", tenant.id
+    )
+    assert tuple(stored) == ("Rockets", "99.90", "closed_lost")
+    no_id = await api.post(
+        "/v1/bulk-actions",
+        params={"entity": "opportunity", "action": "upsert"},
+        content=b"name\nX\n",
+        headers={**tenant.headers, "content-type": "text/csv"},
+    )
+    assert no_id.status_code == 422
+    assert no_id.json()["error"]["code"] == "missing_identifier_column"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -410,3 +413,181 @@ async def test_a_value_postgres_cannot_store_fails_only_its_row(pool: asyncpg.Po
     stored = await pool.fetch("SELECT email FROM contacts WHERE account_id = $1", acct)
     assert [r["email"] for r in stored] == ["a@example.com"]
     assert (await counts(pool, action_id))["failed"] == 2
+
+
+async def tags_of(pool: asyncpg.Pool, acct: str) -> dict[str, list[str] | None]:
+    rows = await pool.fetch("SELECT email, tags FROM contacts WHERE account_id = $1", acct)
+    return {r["email"]: r["tags"] for r in rows}
+
+
+async def test_tags_are_a_set_compared_without_case(pool: asyncpg.Pool) -> None:
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 2)
+    await processor.process(
+        [chunk(seed, acct, 0, 1, [{"email": "a@example.com"}, {"email": "b@example.com"}])]
+    )
+
+    async def tag(action: str, rows: list[dict[str, Any]]) -> tuple[str, dict[int, str]]:
+        action_id = await new_action(pool, acct, len(rows), action)
+        [out] = await processor.process([chunk(action_id, acct, 0, 1, rows, action)])
+        assert (await counts(pool, action_id))["status"] == "completed"
+        return out.codes, {i: p.reason for i, p in out.problems.items()}
+
+    assert await tag(
+        "add_tags",
+        [
+            {"email": "A@example.com", "tags": "VIP; churn risk ;vip"},  # as a CSV cell gives it
+            {"email": "b@example.com", "tags": ["x"]},
+            {"email": "nobody@example.com", "tags": ["y"]},
+            {"email": "a@example.com", "tags": ["z"]},  # the same contact again
+        ],
+    ) == ("uufs", {2: "not_found", 3: "duplicate"})
+    assert await tags_of(pool, acct) == {
+        "a@example.com": ["VIP", "churn risk"],
+        "b@example.com": ["x"],
+    }
+    # Already there in another case: unchanged, stored as first given.
+    assert await tag("add_tags", [{"email": "a@example.com", "tags": ["CHURN RISK", "vip"]}]) == (
+        "n",
+        {},
+    )
+    assert await tag("add_tags", [{"email": "a@example.com", "tags": ["vip", "New"]}]) == ("u", {})
+    assert (await tags_of(pool, acct))["a@example.com"] == ["VIP", "churn risk", "New"]
+    assert await tag(
+        "remove_tags",
+        [
+            {"email": "a@example.com", "tags": ["vip", "absent"]},
+            {"email": "b@example.com", "tags": ["absent"]},
+            {"email": "nobody@example.com", "tags": ["x"]},
+        ],
+    ) == ("unf", {2: "not_found"})
+    assert await tags_of(pool, acct) == {
+        "a@example.com": ["churn risk", "New"],
+        "b@example.com": ["x"],
+    }
+
+
+async def test_tag_rows_name_their_problem_and_match_like_the_others(pool: asyncpg.Pool) -> None:
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 1)
+    await processor.process(
+        [chunk(seed, acct, 0, 1, [{"email": "a@example.com", "external_id": "crm-1"}])]
+    )
+    action_id = await new_action(pool, acct, 4, "add_tags")
+    rows = [
+        {"email": "a@example.com"},
+        {"email": "a@example.com", "tags": ["x" * 101]},
+        {"email": "a@example.com", "tags": " ; "},
+        {"email": "a@example.com", "tags": ["ok"], "first_name": "not a tag field"},
+    ]
+    [out] = await processor.process([chunk(action_id, acct, 0, 1, rows, "add_tags")])
+    assert out.codes == "fffu"
+    assert [out.problems[i].reason for i in range(3)] == [
+        "missing_tags",
+        "invalid_tags",
+        "invalid_tags",
+    ]
+    assert "tags.0" in out.problems[1].message
+    by_external_id = await new_action(pool, acct, 1, "remove_tags")
+    matched = chunk(
+        by_external_id, acct, 0, 1, [{"external_id": "crm-1", "tags": "OK"}], "remove_tags"
+    )
+    matched = replace(matched, options={"match_on": "external_id"})
+    [out] = await processor.process([matched])
+    assert out.codes == "u"
+    stored = await pool.fetchrow(
+        "SELECT first_name, tags FROM contacts WHERE account_id = $1", acct
+    )
+    assert tuple(stored) == (None, [])
+
+
+async def test_an_upsert_and_tags_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> None:
+    acct = account()
+    upsert = await new_action(pool, acct, 1)
+    add = await new_action(pool, acct, 1, "add_tags")
+    remove = await new_action(pool, acct, 1, "remove_tags")
+    outs = await BatchProcessor(pool, KeptLetters()).process(
+        [
+            chunk(upsert, acct, 0, 1, [{"email": "a@example.com"}]),
+            chunk(
+                add, acct, 0, 1, [{"email": "a@example.com", "tags": ["one", "two"]}], "add_tags"
+            ),
+            chunk(remove, acct, 0, 1, [{"email": "a@example.com", "tags": ["ONE"]}], "remove_tags"),
+        ]
+    )
+    assert [o.codes for o in outs] == ["c", "u", "u"]
+    assert await tags_of(pool, acct) == {"a@example.com": ["two"]}
+
+
+async def test_tag_actions_apply_to_contacts_only(pool: asyncpg.Pool) -> None:
+    acct = account()
+    action_id = await new_action(pool, acct, 1, "add_tags")
+    company = Chunk(action_id, acct, "company", "add_tags", 0, 1, [{"domain": "a.com"}])
+    [out] = await BatchProcessor(pool, KeptLetters()).process([company])
+    assert out.codes == "f"
+    assert out.problems[0].reason == "unknown_action"
+
+
+async def test_opportunities_reference_contacts_by_email(pool: asyncpg.Pool) -> None:
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 1)
+    await processor.process([chunk(seed, acct, 0, 1, [{"email": "ada@example.com"}])])
+    contact_id = await pool.fetchval("SELECT id FROM contacts WHERE account_id = $1", acct)
+
+    def deal(action_id: str, rows: list[dict[str, Any]], action: str = "upsert") -> Chunk:
+        return Chunk(action_id, acct, "opportunity", action, 0, 1, rows)
+
+    first = await new_action(pool, acct, 4)
+    rows = [
+        {
+            "external_id": "D-1",
+            "name": "Anvils",
+            "amount": "1200.50",
+            "stage": "Closed Won",
+            "close_date": "2026-03-31",
+            "contact_email": "ADA@example.com",
+            "custom_fields": {"source": "fair"},
+        },
+        {"external_id": "D-2", "contact_email": "nobody@example.com"},  # no such contact
+        {"external_id": "d-1", "amount": 0},  # external ids compare with case
+        {"external_id": "D-1", "name": "again"},  # in-file duplicate
+    ]
+    [out] = await processor.process([deal(first, rows)])
+    assert out.codes == "cfcs"
+    assert out.problems[1].reason == "contact_not_found"
+    assert out.problems[3] == RowProblem("duplicate", "same external_id as row 1", 1)
+    stored = await pool.fetchrow(
+        "SELECT name, amount, stage, close_date, contact_id, custom_fields FROM opportunities"
+        " WHERE account_id = $1 AND external_id = 'D-1'",
+        acct,
+    )
+    assert dict(stored) == {
+        "name": "Anvils",
+        "amount": Decimal("1200.50"),
+        "stage": "closed_won",
+        "close_date": date(2026, 3, 31),
+        "contact_id": contact_id,
+        "custom_fields": {"source": "fair"},
+    }
+
+    second = await new_action(pool, acct, 3, "update")
+    rows = [
+        {"external_id": "D-1", "stage": "closed_won", "amount": "1200.5"},  # the same values
+        {"external_id": "d-1", "contact_email": "ada@example.com"},
+        {"external_id": "D-9", "name": "missing"},
+    ]
+    [out] = await processor.process([deal(second, rows, "update")])
+    assert out.codes == "nuf"
+    assert out.problems[2].reason == "not_found"
+    third = await new_action(pool, acct, 1, "update")
+    [out] = await processor.process(
+        [deal(third, [{"external_id": "D-1", "contact_email": None}], "update")]
+    )
+    assert out.codes == "u"
+    linked = await pool.fetch(
+        "SELECT external_id, contact_id FROM opportunities WHERE account_id = $1", acct
+    )
+    assert dict(map(tuple, linked)) == {"D-1": None, "d-1": contact_id}
