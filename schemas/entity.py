@@ -53,6 +53,9 @@ class RowReader(Protocol):
 
 class Entity(Protocol):
     name: str
+    plural: str  # the URL segment of its entity API: /v1/<plural>
+    table: str  # its Postgres table (account_id, id, the fields, created_at, updated_at)
+    model: type[BaseModel]  # the row model: the fields' types
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
@@ -75,8 +78,12 @@ class ModelEntity:
         identifier: str,
         apply_query: str,
         insert_query: str,
+        table: str,
+        plural: str,
     ) -> None:
         self.name = name
+        self.table = table
+        self.plural = plural
         self.model = model
         self.identifier = identifier
         self.apply_query = apply_query
@@ -215,6 +222,8 @@ CONTACT = ModelEntity(
     identifier="email",
     apply_query="contacts_apply",
     insert_query="contacts_insert",
+    table="contacts",
+    plural="contacts",
 )
 COMPANY = ModelEntity(
     "company",
@@ -222,6 +231,8 @@ COMPANY = ModelEntity(
     identifier="domain",
     apply_query="companies_apply",
     insert_query="companies_insert",
+    table="companies",
+    plural="companies",
 )
 
 ENTITIES: dict[str, Entity] = {e.name: e for e in (CONTACT, COMPANY)}
