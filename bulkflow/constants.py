@@ -135,4 +135,5 @@ LIVE_ACTIONS_PER_SOCKET: Final = 100  # actions one WebSocket may subscribe to
 LIVE_KEEPALIVE: Final = 15.0  # seconds between SSE comments on a quiet stream
 LIVE_AUTH_WAIT: Final = 10.0  # seconds a WebSocket has to send its API key
 LIVE_MESSAGE_BYTES: Final = 64 * 1024  # largest WebSocket message a client may send
+ENTITY_WRITE_TIMEOUT: Final = 30.0  # seconds an entity API write waits for its row
 LIVE_PROBE_EVERY: Final = 30.0  # seconds between checks of the quiet LISTEN connection

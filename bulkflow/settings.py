@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     api_header_timeout: float = Field(default=10.0, gt=0)
     api_body_idle_timeout: float = Field(default=30.0, gt=0)
     api_keep_alive_timeout: int = Field(default=5, ge=1)
+    #: Seconds an entity API write (POST/PATCH/DELETE /v1/<entities>) waits for
+    #: its one-row action to be applied before answering 504.
+    entity_write_timeout: float = Field(default=constants.ENTITY_WRITE_TIMEOUT, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8787

@@ -11,6 +11,7 @@ from bulkflow.http_timeouts import BodyTimeout
 from ingest_api.admin import Admin, admin_routes
 from ingest_api.controls import control_routes
 from ingest_api.dashboard import dashboard_routes
+from ingest_api.entities import entity_routes
 from ingest_api.errors import ApiError, api_error, body_timeout, http_error, unexpected_error
 from ingest_api.live import live_routes
 from ingest_api.observability import RequestObservability, metrics_endpoint
@@ -20,7 +21,7 @@ from ingest_api.routes import ApiResources, routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
-    api_routes = [*routes, *control_routes, *admin_routes(admin), *live_routes]
+    api_routes = [*routes, *control_routes, *admin_routes(admin), *live_routes, *entity_routes]
     app = Starlette(
         routes=[
             *api_routes,

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from bulkflow import constants
 from ingest_api.admin import Limits
+from ingest_api.entities import ENTITY_APIS, EntityApi, EntityFilters
 from ingest_api.errors import ErrorBody, JsonResponse
 from schemas.bulk_action import (
     BulkActionRequest,
@@ -260,6 +261,49 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         admin=True,
     ),
 }
+
+
+def _entity_operations(api: EntityApi) -> dict[tuple[str, str], Operation]:
+    """The entity API of one registered entity (ingest_api/entities.py)."""
+    name, one = api.entity.name, api.path + "/{entity_id}"
+    writes = (
+        "Applied as a one-row bulk action, with the same validation and SQL as bulk rows, "
+        "and answered once applied (504 `timeout` after the write timeout, naming the "
+        "action). A row that fails is 422 `row_failed` with its `reason` in `details`."
+    )
+    body = Body({"application/json": api.body})
+    return {
+        ("GET", api.path): Operation(
+            f"List the account's {api.entity.plural} by id",
+            name,
+            returns=api.page,
+            query=EntityFilters,
+            description="`cf.<name>=<value>` (any number) keeps entities whose custom field "
+            "has that value (as text, or as the JSON number/boolean it spells).",
+        ),
+        ("POST", api.path): Operation(
+            f"Create a {name}",
+            name,
+            ok=201,
+            returns=api.stored,
+            body=body,
+            ok_headers={"Location": {"schema": {"type": "string"}, "description": f"the {name}"}},
+            description=writes + " An existing one is 409 `already_exists`.",
+        ),
+        ("GET", one): Operation(f"A {name} by id", name, returns=api.stored),
+        ("PATCH", one): Operation(
+            f"Update a {name}'s given fields (null clears one)",
+            name,
+            returns=api.stored,
+            body=body,
+            description=writes,
+        ),
+        ("DELETE", one): Operation(f"Delete a {name}", name, ok=204, description=writes),
+    }
+
+
+for _api in ENTITY_APIS.values():
+    OPERATIONS |= _entity_operations(_api)
 
 _RATE_HEADERS = {
     "RateLimit-Limit": {"schema": {"type": "string"}, "description": "requests per minute"},

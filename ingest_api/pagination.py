@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, ConfigDict, TypeAdapter
+from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
 
 from ingest_api.errors import ValidationFailed
 from schemas.bulk_action import RowNo
@@ -50,3 +50,8 @@ ACTIONS_CURSOR: Cursor[tuple[datetime, UUID]] = Cursor(
 
 #: ``GET /v1/bulk-actions/{id}/logs``: the row_no of the last row on the page.
 LOGS_CURSOR: Cursor[tuple[int]] = Cursor(TypeAdapter(tuple[RowNo], config=_STRICT))
+
+#: ``GET /v1/<plural>`` (the entity API): the id of the last entity on the page.
+ENTITIES_CURSOR: Cursor[tuple[int]] = Cursor(
+    TypeAdapter(tuple[Annotated[int, Field(ge=1, le=2**63 - 1)]], config=_STRICT)
+)

@@ -64,6 +64,8 @@ class ApiResources:
     limits: RequestLimits
     rows_per_minute: int  # the default row allowance, for ETAs
     live: LiveHub | None = None  # the change stream's subscribers (ingest_api/live.py)
+    #: Seconds an entity API write waits for its one-row action (504 beyond).
+    entity_write_timeout: float = constants.ENTITY_WRITE_TIMEOUT
 
 
 def _resources(request: Request) -> ApiResources:

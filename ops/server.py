@@ -149,6 +149,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                     limits=limits,
                     rows_per_minute=settings.rows_per_minute,
                     live=live,
+                    entity_write_timeout=settings.entity_write_timeout,
                 ),
                 Admin(pool, admin_token),
             )

@@ -126,6 +126,7 @@ class TagAction:
                 entity.name,
                 model,
                 table=entity.table,
+                plural=entity.plural,
                 identifier=entity.identifier,
                 case_insensitive=entity.case_insensitive,
             )

@@ -56,7 +56,9 @@ class RowReader(Protocol):
 
 class Entity(Protocol):
     name: str
-    table: str  # its Postgres table
+    plural: str  # the URL segment of its entity API: /v1/<plural>
+    table: str  # its Postgres table (account_id, id, the fields, created_at, updated_at)
+    model: type[BaseModel]  # the row model: the fields' types
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
@@ -94,10 +96,12 @@ class ModelEntity:
         *,
         table: str,
         identifier: str,
+        plural: str,
         case_insensitive: bool = False,
         references: dict[str, Reference] | None = None,
     ) -> None:
         self.name = name
+        self.plural = plural
         self.model = model
         self.table = table
         self.identifier = identifier
@@ -240,13 +244,21 @@ def _problem(exc: ValidationError) -> RowProblem:
 
 
 CONTACT = ModelEntity(
-    "contact", ContactRow, table="contacts", identifier="email", case_insensitive=True
+    "contact",
+    ContactRow,
+    table="contacts",
+    plural="contacts",
+    identifier="email",
+    case_insensitive=True,
 )
-COMPANY = ModelEntity("company", CompanyRow, table="companies", identifier="domain")
+COMPANY = ModelEntity(
+    "company", CompanyRow, table="companies", plural="companies", identifier="domain"
+)
 OPPORTUNITY = ModelEntity(
     "opportunity",
     OpportunityRow,
     table="opportunities",
+    plural="opportunities",
     identifier="external_id",
     references={"contact_email": Reference("contact_id", CONTACT)},
 )

@@ -80,8 +80,16 @@ async def test_schemathesis_finds_no_server_error_and_no_drift(
     # A real action of the key's account, so the id routes reach their logic, not only 404.
     action = await submit_json(api, tenant, [{"email": f"st{i}@example.com"} for i in range(5)])
     await wait_for_status(api, action["id"], tenant)
+    # ... and a contact of its, for the entity API's id routes.
+    contact = await api.post(
+        "/v1/contacts", json={"email": "st@example.com"}, headers=tenant.headers
+    )
+    assert contact.status_code == 201, contact.text
     config = tmp_path / "schemathesis.toml"
-    config.write_text(f'[parameters]\n"path.action_id" = "{action["id"]}"\n')
+    config.write_text(
+        f'[parameters]\n"path.action_id" = "{action["id"]}"\n'
+        f'"path.entity_id" = "{contact.json()["id"]}"\n'
+    )
     command = [
         str(Path(sys.executable).with_name("st")),
         "--config-file",
