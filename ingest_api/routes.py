@@ -191,6 +191,7 @@ async def _submit_json(request: Request, resources: ApiResources, account: str) 
             body.rows,
             _idempotency(request, fingerprint),
             body.scheduled_for,
+            body.callback_url,
         )
 
 
@@ -221,6 +222,7 @@ async def _submit_csv(
                 reader,
                 idempotency,
                 params.scheduled_for,
+                params.callback_url,
             )
     except CsvRejected as exc:
         raise InvalidCsv(exc.code, exc.message) from None

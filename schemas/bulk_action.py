@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
 
 from bulkflow import constants
+from schemas.webhook import CallbackUrl
 
 EntityName = Literal["contact", "company"]
 ActionKind = Literal["create", "update", "upsert", "delete"]
@@ -68,6 +69,7 @@ class BulkActionRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=constants.MAX_JSON_ROWS)
     #: Run at this time (ISO 8601 with an offset); in the past means now.
     scheduled_for: AwareDatetime | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class CsvParameters(BaseModel):
@@ -86,6 +88,7 @@ class CsvParameters(BaseModel):
     unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
     match_on: str | None = None
     scheduled_for: AwareDatetime | None = None
+    callback_url: CallbackUrl | None = None
 
     def options(self) -> ActionOptions:
         return ActionOptions(
@@ -128,6 +131,7 @@ class BulkActionView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    callback_url: str | None = None
 
 
 class ReasonCount(BaseModel):
