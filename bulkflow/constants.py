@@ -137,3 +137,14 @@ LIVE_AUTH_WAIT: Final = 10.0  # seconds a WebSocket has to send its API key
 LIVE_MESSAGE_BYTES: Final = 64 * 1024  # largest WebSocket message a client may send
 ENTITY_WRITE_TIMEOUT: Final = 30.0  # seconds an entity API write waits for its row
 LIVE_PROBE_EVERY: Final = 30.0  # seconds between checks of the quiet LISTEN connection
+
+# Completion webhooks (ingest_api/webhooks.py).
+CALLBACK_URL_MAX_CHARS: Final = 2_048  # characters of a callback_url
+WEBHOOK_TIMEOUT: Final = 10.0  # seconds an attempt may take: resolving, connecting, answering
+WEBHOOK_RETRY_CAP: Final = 3_600.0  # seconds between attempts, at most (the backoff doubles)
+WEBHOOK_GIVE_UP_AFTER: Final = 24 * 3_600.0  # seconds after the first attempt: no more
+WEBHOOK_LEASE: Final = 60.0  # seconds a claimed delivery stays another process's
+WEBHOOK_POLL: Final = 0.5  # seconds between looks for due deliveries
+WEBHOOK_BATCH: Final = 10  # deliveries claimed and sent at once, per process
+#: Seconds a receiver should accept a signature's timestamp for (what verify() allows).
+WEBHOOK_TOLERANCE: Final = 300

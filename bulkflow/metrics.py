@@ -124,6 +124,11 @@ ACTIONS_SUBMITTED = Counter(
     "Bulk actions accepted (202), by entity and action",
     ["entity", "action"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "bulkflow_webhook_deliveries",
+    "Webhook delivery attempts by result (delivered, failed: retried later, given_up)",
+    ["result"],
+)
 
 # --- helpers -------------------------------------------------------------------------
 

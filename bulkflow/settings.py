@@ -83,6 +83,17 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8787
+    #: The API's address as its clients reach it: the links in webhook bodies.
+    #: Unset: http://api_host:api_port.
+    public_url: str | None = None
+
+    #: Callbacks to private, loopback, link-local or otherwise non-global
+    #: addresses are refused (at submit and at each delivery, after resolving
+    #: the name) unless this is set: only for a receiver on your own network.
+    webhook_allow_private: bool = False
+    #: Seconds before a failed delivery's second attempt; each next one waits
+    #: twice as long, up to an hour, until 24 h after the first.
+    webhook_first_retry: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
     #: ``json``: one JSON object per line (time, level, role, logger, message,
@@ -137,3 +148,7 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def public_api_url(self) -> str:
+        return (self.public_url or self.api_url).rstrip("/")

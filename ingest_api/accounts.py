@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from bulkflow import sql
+from ingest_api.callbacks import new_secret
 
 KEY_PREFIX = "bf_"
 _KEY = re.compile(r"^bf_[A-Za-z0-9_-]{43}$")
@@ -59,3 +60,17 @@ async def set_rows_per_minute(pool: asyncpg.Pool, account_id: str, rows: int | N
     """Override the account's row allowance (None: back to the default); False if unknown."""
     row = await pool.fetchrow(sql.postgres("accounts_set_limit"), account_id, rows)
     return row is not None
+
+
+async def set_webhook_secret(pool: asyncpg.Pool, account_id: str) -> str | None:
+    """A new webhook secret for the account (the old one stops signing); None if unknown.
+
+    Returned once: it is stored in clear, since it must sign, but never shown again.
+    """
+    secret = new_secret()
+    row = await pool.fetchrow(sql.postgres("accounts_set_webhook_secret"), account_id, secret)
+    return None if row is None else secret
+
+
+async def has_webhook_secret(pool: asyncpg.Pool, account_id: str) -> bool:
+    return bool(await pool.fetchval(sql.postgres("accounts_has_webhook_secret"), account_id))

@@ -52,6 +52,7 @@ class ActionStore:
         columns: list[str],
         idempotency: Idempotency | None = None,
         scheduled_for: datetime | None = None,
+        callback_url: str | None = None,
     ) -> Created:
         """Record a new action: 'scheduled' when due later, else 'queued'."""
         later = scheduled_for is not None and scheduled_for > datetime.now(UTC)
@@ -71,6 +72,7 @@ class ActionStore:
                     status,
                     scheduled_for,
                     constants.UPLOAD_LEASE,
+                    callback_url,
                 )
                 if idempotency is not None:
                     claimed = await conn.fetchval(
@@ -176,4 +178,5 @@ def view(record: asyncpg.Record, default_rows_per_minute: int) -> BulkActionView
         created_at=record["created_at"],
         started_at=started,
         finished_at=finished,
+        callback_url=record["callback_url"],
     )

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest_api.accounts import set_rows_per_minute
+from ingest_api.accounts import set_rows_per_minute, set_webhook_secret
 from ingest_api.errors import Forbidden, InvalidJson, JsonResponse, NotFound, Unauthorized
 from ingest_api.validation import parse
 
@@ -50,6 +50,22 @@ class Admin:
             raise NotFound("no such account")
         return JsonResponse({"account_id": account_id, **limits.model_dump()})
 
+    async def rotate_webhook_secret(self, request: Request) -> Response:
+        """A new webhook secret for the account, shown this once."""
+        self.check(request)
+        account_id = request.path_params["account_id"]
+        secret = await set_webhook_secret(self._pool, account_id)
+        if secret is None:
+            raise NotFound("no such account")
+        return JsonResponse({"account_id": account_id, "webhook_secret": secret})
+
 
 def admin_routes(admin: Admin) -> list[Route]:
-    return [Route("/v1/admin/accounts/{account_id}/limits", admin.set_limits, methods=["PUT"])]
+    return [
+        Route("/v1/admin/accounts/{account_id}/limits", admin.set_limits, methods=["PUT"]),
+        Route(
+            "/v1/admin/accounts/{account_id}/webhook-secret",
+            admin.rotate_webhook_secret,
+            methods=["POST"],
+        ),
+    ]

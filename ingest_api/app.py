@@ -18,10 +18,18 @@ from ingest_api.observability import RequestObservability, metrics_endpoint
 from ingest_api.openapi import OPERATIONS, docs_routes
 from ingest_api.request_limits import RateLimitHeaders
 from ingest_api.routes import ApiResources, routes
+from ingest_api.webhooks import webhook_routes
 
 
 def create_app(resources: ApiResources, admin: Admin) -> Starlette:
-    api_routes = [*routes, *control_routes, *admin_routes(admin), *live_routes, *entity_routes]
+    api_routes = [
+        *routes,
+        *control_routes,
+        *admin_routes(admin),
+        *live_routes,
+        *entity_routes,
+        *webhook_routes,
+    ]
     app = Starlette(
         routes=[
             *api_routes,

@@ -39,6 +39,7 @@ from schemas.bulk_action import (
     Status,
 )
 from schemas.live import ActionEvent, SocketEvent
+from schemas.webhook import DeliveryPage
 
 _REF = "#/components/schemas/{model}"
 
@@ -68,6 +69,11 @@ class Health(BaseModel):
 class AccountLimits(BaseModel):
     account_id: str
     rows_per_minute: int | None
+
+
+class WebhookSecret(BaseModel):
+    account_id: str
+    webhook_secret: str = Field(description="shown this once; signs the account's callbacks")
 
 
 class FailedRowsQuery(BaseModel):
@@ -252,6 +258,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/v1/bulk-actions/{action_id}/resume"): Operation(
         "Let a paused action's rows go again", "controls", returns=BulkActionView
+    ),
+    ("GET", "/v1/bulk-actions/{action_id}/deliveries"): Operation(
+        "The attempts to deliver the action to its callback_url",
+        "webhooks",
+        returns=DeliveryPage,
+        description="One entry per attempt, in order: `failed` ones are followed by the next "
+        "(the backoff doubles from 10 s up to an hour), until one is `delivered` (a 2xx) "
+        "or 24 h after the first, when the last is `given_up`. Each POST carries "
+        "`Bulkflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + '.' + body)>`.",
+    ),
+    ("POST", "/v1/admin/accounts/{account_id}/webhook-secret"): Operation(
+        "Create or rotate an account's webhook secret (admin token)",
+        "admin",
+        returns=WebhookSecret,
+        admin=True,
     ),
     ("PUT", "/v1/admin/accounts/{account_id}/limits"): Operation(
         "Set an account's row allowance (admin token)",

@@ -174,7 +174,9 @@ def _decode_bulk_action(raw: bytearray) -> tuple[BulkActionRequest, bytes]:
     body = parse(BulkActionRequest, _loads(raw), "the bulk action is invalid")
     del raw[:]  # the rows are objects now: the bytes can go
     # As model_dump(mode="json") would write it, without copying every row first.
-    dumped = {**body.model_dump(mode="json", exclude={"rows"}), "rows": body.rows}
+    # Without a callback_url, as before there was one: keys stay valid across the upgrade.
+    unset = {"rows"} | ({"callback_url"} if body.callback_url is None else set())
+    dumped = {**body.model_dump(mode="json", exclude=unset), "rows": body.rows}
     return body, orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)
 
 
@@ -193,6 +195,7 @@ async def _submit_json(request: Request, resources: ApiResources, account: str) 
             body.rows,
             _idempotency(request, fingerprint),
             body.scheduled_for,
+            body.callback_url,
         )
 
 
@@ -205,7 +208,10 @@ async def _submit_csv(
 ) -> Created:
     # A CSV is not hashed (it streams past): its key stands for its parameters.
     fingerprint = b"csv:" + orjson.dumps(
-        params.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS
+        params.model_dump(
+            mode="json", exclude={"callback_url"} if not params.callback_url else None
+        ),
+        option=orjson.OPT_SORT_KEYS,
     )
     idempotency = _idempotency(request, fingerprint)
     if idempotency is not None:
@@ -223,6 +229,7 @@ async def _submit_csv(
                 reader,
                 idempotency,
                 params.scheduled_for,
+                params.callback_url,
             )
     except CsvRejected as exc:
         raise InvalidCsv(exc.code, exc.message) from None

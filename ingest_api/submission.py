@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from functools import partial
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -17,9 +18,11 @@ from starlette.requests import ClientDisconnect
 
 from bulkflow import constants
 from bulkflow.retry import through_outage
+from ingest_api.accounts import has_webhook_secret
 from ingest_api.actions import ActionStore, Created, Idempotency
+from ingest_api.callbacks import check_callback_url
 from ingest_api.csv_reader import CsvReader, CsvRejected, RowBlock
-from ingest_api.errors import InvalidCsv, PayloadTooLarge, Unavailable, ValidationFailed
+from ingest_api.errors import Conflict, InvalidCsv, PayloadTooLarge, Unavailable, ValidationFailed
 from ingest_api.publisher import ChunkProducer, ChunkSink
 from ingest_api.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from schemas.action import ACTIONS
@@ -106,9 +109,24 @@ def _check_row_sizes(rows: list[JsonRow]) -> None:
 
 
 class Submitter:
-    def __init__(self, store: ActionStore, producer: ChunkProducer) -> None:
+    def __init__(
+        self, store: ActionStore, producer: ChunkProducer, *, webhook_allow_private: bool = False
+    ) -> None:
         self._store = store
         self._producer = producer
+        self._webhook_allow_private = webhook_allow_private
+
+    async def _check_callback(self, account_id: str, callback_url: str | None) -> None:
+        """A callback needs an allowed address and the account's secret to sign it."""
+        if callback_url is None:
+            return
+        check_callback_url(urlsplit(callback_url).hostname or "", self._webhook_allow_private)
+        if not await has_webhook_secret(self._store.pool, account_id):
+            raise Conflict(
+                "the account has no webhook secret to sign callbacks with: create one "
+                "(`bulkflow accounts webhook-secret ACCOUNT`, or the admin API) first",
+                code="webhook_secret_missing",
+            )
 
     async def submit_rows(
         self,
@@ -119,13 +137,16 @@ class Submitter:
         rows: list[JsonRow],
         idempotency: Idempotency | None = None,
         scheduled_for: datetime | None = None,
+        callback_url: str | None = None,
     ) -> Created:
         check_options(entity, action, options)
         _check_row_sizes(rows)
         columns = list(dict.fromkeys(key for row in rows for key in row))
         _check_json_columns(entity, action, options, columns, rows)
+        await self._check_callback(account_id, callback_url)
         created = await self._store.create(
             scheduled_for=scheduled_for,
+            callback_url=callback_url,
             account_id=account_id,
             entity=entity,
             action=action,
@@ -154,10 +175,12 @@ class Submitter:
         reader: CsvReader,
         idempotency: Idempotency | None = None,
         scheduled_for: datetime | None = None,
+        callback_url: str | None = None,
     ) -> Created:
         """Create the action once the header and a first row are read, then stream the rest."""
         check_options(entity, action, options)
         _check_header(entity, action, options, reader.header)
+        await self._check_callback(account_id, callback_url)
         blocks = reader.blocks()
         try:
             first = await anext(blocks, None)
@@ -167,6 +190,7 @@ class Submitter:
             raise InvalidCsv("empty_file", "the file has a header but no data rows")
         created = await self._store.create(
             scheduled_for=scheduled_for,
+            callback_url=callback_url,
             account_id=account_id,
             entity=entity,
             action=action,

@@ -55,7 +55,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from bulkflow.database import connect_pool
-    from ingest_api.accounts import create_account, list_accounts, set_rows_per_minute
+    from ingest_api.accounts import (
+        create_account,
+        list_accounts,
+        set_rows_per_minute,
+        set_webhook_secret,
+    )
 
     async def run() -> None:
         async with connect_pool(settings, size=1) as pool:
@@ -64,6 +69,12 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
                 if not await set_rows_per_minute(pool, args.name, rows):
                     raise SystemExit(f"error: no account {args.name!r}")
                 print(f"{args.name}: {rows or 'default'} rows per minute")
+            elif args.action == "webhook-secret":
+                secret = await set_webhook_secret(pool, args.name)
+                if secret is None:
+                    raise SystemExit(f"error: no account {args.name!r}")
+                print(f"webhook secret of {args.name} (shown once; the old one stops signing):")
+                print(secret)
             elif args.action == "create":
                 account = await create_account(pool, args.name)
                 print(f"account {account.id} ({account.name})")
@@ -76,9 +87,9 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
                         f"created={row['created_at']:%Y-%m-%d %H:%M}"
                     )
 
-    if args.action in ("create", "limit") and not args.name:
+    if args.action in ("create", "limit", "webhook-secret") and not args.name:
         print(
-            f"error: accounts {args.action} needs a NAME (create) or an ACCOUNT (limit)",
+            f"error: accounts {args.action} needs a NAME (create) or an ACCOUNT",
             file=sys.stderr,
         )
         return 2
@@ -238,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     accounts = commands.add_parser("accounts", help="create accounts and their API keys")
-    accounts.add_argument("action", choices=["create", "list", "limit"])
-    accounts.add_argument("name", nargs="?", help="the new account's name (create) or id (limit)")
+    accounts.add_argument("action", choices=["create", "list", "limit", "webhook-secret"])
+    accounts.add_argument(
+        "name", nargs="?", help="the new account's name (create) or id (limit, webhook-secret)"
+    )
     accounts.add_argument("rows", nargs="?", help="limit: rows per minute, or 'default'")
     accounts.set_defaults(handler=_accounts)
 

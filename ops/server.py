@@ -41,6 +41,7 @@ from ingest_api.routes import ApiResources
 from ingest_api.scheduler import Scheduler
 from ingest_api.submission import Submitter
 from ingest_api.uploads import UploadReaper
+from ingest_api.webhooks import WebhookDeliverer
 from stream_agents.app import AgentResources, ChunkHandler
 from stream_agents.app import create_app as create_agents
 from stream_agents.applier import Applier
@@ -139,12 +140,22 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             live = await stack.enter_async_context(
                 ChangeStream(settings.postgres_dsn.get_secret_value(), LiveHub(pool)).running()
             )
+            deliverer = WebhookDeliverer(
+                store,
+                base_url=settings.public_api_url,
+                rows_per_minute=settings.rows_per_minute,
+                first_retry=settings.webhook_first_retry,
+                allow_private=settings.webhook_allow_private,
+            )
+            await stack.enter_async_context(deliverer.running())
             admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
             api = create_api(
                 ApiResources(
                     auth=Authenticator(pool),
                     store=store,
-                    submitter=Submitter(store, producer),
+                    submitter=Submitter(
+                        store, producer, webhook_allow_private=settings.webhook_allow_private
+                    ),
                     reports=Reports(clickhouse),
                     limits=limits,
                     rows_per_minute=settings.rows_per_minute,

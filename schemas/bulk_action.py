@@ -15,6 +15,7 @@ from schemas.entity import ENTITIES
 # Importable from here, as before they moved to schemas.options.
 from schemas.options import ActionOptions as ActionOptions
 from schemas.options import column_key as column_key
+from schemas.webhook import CallbackUrl
 
 if TYPE_CHECKING:  # a Literal made from a registry is a runtime value: str to type checkers
     EntityName = str
@@ -46,6 +47,7 @@ class BulkActionRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=constants.MAX_JSON_ROWS)
     #: Run at this time (ISO 8601 with an offset); in the past means now.
     scheduled_for: AwareDatetime | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class CsvParameters(BaseModel):
@@ -64,6 +66,7 @@ class CsvParameters(BaseModel):
     unmapped: Literal["custom_fields", "ignore"] = "custom_fields"
     match_on: str | None = None
     scheduled_for: AwareDatetime | None = None
+    callback_url: CallbackUrl | None = None
 
     def options(self) -> ActionOptions:
         return ActionOptions(
@@ -106,6 +109,7 @@ class BulkActionView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    callback_url: str | None = None
 
 
 class ReasonCount(BaseModel):

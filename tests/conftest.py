@@ -51,6 +51,7 @@ TEST_COMMAND_TIMEOUT = 5
 TEST_ADDRESS_REQUESTS_PER_MINUTE = 1_000_000
 TEST_ADDRESS_BURST = 100_000
 TEST_AUTH_FAILURE_BURST = 10_000
+TEST_WEBHOOK_FIRST_RETRY = 0.2  # seconds before a failed webhook's second attempt
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -65,6 +66,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "api_address_burst": TEST_ADDRESS_BURST,
             "api_auth_failures_per_minute": TEST_ADDRESS_REQUESTS_PER_MINUTE,
             "api_auth_failure_burst": TEST_AUTH_FAILURE_BURST,
+            # The webhook tests' receivers listen on 127.0.0.1; their retries are quick.
+            "webhook_allow_private": True,
+            "webhook_first_retry": TEST_WEBHOOK_FIRST_RETRY,
         }
     ).as_env()
 

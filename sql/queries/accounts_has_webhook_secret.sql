@@ -1,0 +1,1 @@
+SELECT webhook_secret IS NOT NULL FROM accounts WHERE id = $1
