@@ -8,7 +8,6 @@ loaded in Debian's headless Chromium, offline.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import anyio.to_thread
 import asyncpg
 import httpx
 import pytest
+from selenium import webdriver
 from starlette.routing import Route
 
 from ingest_api.openapi import OPERATIONS, build_document
@@ -134,39 +134,21 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_swagger_ui_renders_offline_in_chromium(server: str, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_swagger_ui_renders_offline_in_chromium(
+    server: str, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium, "Debian's chromium is needed (apt-get install chromium)"
-    assert driver_path, "Debian's chromium-driver is needed (apt-get install chromium-driver)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1280,1800",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
-        browser.get(f"{server}/docs")
-        WebDriverWait(browser, 60).until(
-            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".opblock-summary"))
-        )
-        text = browser.find_element(By.ID, "swagger-ui").text
-        assert "/v1/bulk-actions/{action_id}/events" in text
-        assert "Submit a bulk action" in text
-        shot = Path(os.environ.get("BULKFLOW_DOCS_SCREENSHOT") or tmp_path / "docs.png")
-        browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-    finally:
-        browser.quit()
+    browser.set_window_size(1280, 1800)
+    browser.get(f"{server}/docs")
+    WebDriverWait(browser, 60).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".opblock-summary"))
+    )
+    text = browser.find_element(By.ID, "swagger-ui").text
+    assert "/v1/bulk-actions/{action_id}/events" in text
+    assert "Submit a bulk action" in text
+    shot = Path(os.environ.get("BULKFLOW_DOCS_SCREENSHOT") or tmp_path / "docs.png")
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
