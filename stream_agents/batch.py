@@ -193,6 +193,9 @@ class BatchProcessor:
             states = await self._states(conn, chunks)
             fresh = [c for c in chunks if c.key not in recorded and c.action_id in states]
             await self._record(conn, fresh, results, dead_lettered=True)
+            # A marker has no rows to replay: its upload ends, the failed rows
+            # counted, rather than wait for a replay that is not needed.
+            await _end_uploads(conn, fresh)
         return recorded
 
     async def _until_committed(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
@@ -608,7 +611,13 @@ async def _release_and_end(
             [c.action_id for c in released],
             [c.chunk_no for c in released],
         )
-    if ends := [c.action_id for c in applied if c.ends_upload]:
+    await _end_uploads(conn, applied)
+
+
+async def _end_uploads(conn: asyncpg.Connection, chunks: list[Chunk]) -> None:
+    """The uploads whose end-of-upload marker is among ``chunks`` end now: the chunks
+    before it are in the ledger (applied, or failed and dead-lettered)."""
+    if ends := [c.action_id for c in chunks if c.ends_upload]:
         await conn.execute(sql.postgres("bulk_actions_end_upload"), ends)
 
 

@@ -20,6 +20,7 @@ from ingest_api.uploads import UploadLease, UploadLost, UploadReaper, end_upload
 from schemas.bulk_action import ActionOptions
 from schemas.messages import Chunk
 from stream_agents.batch import BatchProcessor
+from stream_agents.errors import RetriesExhausted
 from tests.stream_agents.support import KeptLetters, chunk
 from tests.support import account_id
 
@@ -88,6 +89,21 @@ async def test_an_upload_that_broke_off_ends_behind_its_published_rows(
     ended = await state(pool, action_id)
     assert (ended["status"], ended["total_rows"], ended["processed_rows"]) == ("failed", 3, 3)
     assert not await end_upload(pool, action_id, BROKE_OFF)  # ended once
+
+
+async def test_an_upload_ends_even_when_its_markers_batch_fails_for_good(
+    pool: asyncpg.Pool,
+) -> None:
+    """The marker has no rows to replay: its upload ends, not waiting for a replay."""
+    store, account = ActionStore(pool), account_id()
+    action_id = (await create(store, account, Idempotency("import-9", b"r"))).record["id"]
+    processor = BatchProcessor(pool, KeptLetters())
+    await processor.process([chunk(str(action_id), account, 0, 1, [{"email": "m@x.io"}])])
+    assert await end_upload(pool, action_id, BROKE_OFF)
+
+    await processor.fail([await marker(pool, action_id)], RetriesExhausted(3, TimeoutError()))
+    ended = await state(pool, action_id)
+    assert (ended["status"], ended["total_rows"], ended["processed_rows"]) == ("failed", 1, 1)
 
 
 async def test_an_upload_cancelled_before_it_broke_off_stays_cancelled(
