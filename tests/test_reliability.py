@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -18,11 +19,14 @@ from aiokafka.partitioner import murmur2
 from bulkflow import constants
 from bulkflow.settings import Settings
 from bulkflow.topics import topic_config
+from stream_agents import dead_letters
 from tests.support import (
     PATIENCE,
     POLL,
     Tenant,
+    eventually,
     new_tenant,
+    produce_raw,
     submit_json,
     wait_for_stats,
     wait_for_status,
@@ -139,3 +143,22 @@ async def test_a_row_too_large_to_travel_is_refused_before_anything_is_queued(
     assert error["details"] == {"limit_bytes": constants.MAX_ROW_BYTES, "rows": [1]}
     listed = await api.get("/v1/bulk-actions", headers=tenant.headers)
     assert listed.json()["data"] == []
+
+
+async def test_an_undecodable_chunk_is_dead_lettered_as_received(
+    api: httpx.AsyncClient, database: Settings, tenant: Tenant
+) -> None:
+    garbage = b'{"action_id": "not a chunk", ' + uuid.uuid4().hex.encode()
+    await produce_raw(database, constants.CHUNKS_TOPIC, tenant.id.encode(), garbage)
+
+    async def kept() -> list[dead_letters.DeadLetter]:
+        return [
+            letter for letter in await dead_letters.list_pending(database) if letter.raw == garbage
+        ]
+
+    [letter] = await eventually(kept, "the undecodable chunk dead-lettered")
+    assert (letter.kind, letter.topic) == ("undecodable", database.topic(constants.CHUNKS_TOPIC))
+    # The account's partition was not held up by it.
+    after = await submit_json(api, tenant, [{"email": "after-garbage@example.com"}])
+    done = await wait_for_status(api, after["id"], tenant)
+    assert done["counts"] == {"succeeded": 1, "failed": 0, "skipped": 0}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -46,7 +45,7 @@ from bulkflow.constants import CHAOS_SCENARIOS as SCENARIOS
 from bulkflow.database import connect_pool
 from bulkflow.settings import Settings
 from ingest_api.accounts import create_account
-from ops.bench.fleet import Fleet, FleetFailed, free_port
+from ops.bench.fleet import Fleet, FleetFailed, free_port, free_port_pair
 from ops.bench.isolation import drop_database, isolated_settings
 from ops.demo import bearer
 from ops.dev.local_services import ServiceError, Supervisor
@@ -178,7 +177,7 @@ async def run_chaos(
 async def private_services(settings: Settings) -> AsyncIterator[tuple[Settings, Supervisor]]:
     """Postgres, Kafka and Redis of this run's own, on free ports; stopped and removed after."""
     state_dir = _reachable_temp_dir()
-    kafka = _free_port_pair()  # Kafka's controller listens on the port after the broker's
+    kafka = free_port_pair()  # Kafka's controller listens on the port after the broker's
     services = settings.model_copy(
         update={
             "state_dir": state_dir,
@@ -202,17 +201,6 @@ def _reachable_temp_dir() -> Path:
     # here, rather than in a folder under /var/tmp that nothing would remove.
     path.chmod(0o755)
     return path
-
-
-def _free_port_pair() -> int:
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
 
 
 async def run_scenario(

@@ -41,6 +41,18 @@ def free_port() -> int:
         return port
 
 
+def free_port_pair() -> int:
+    """A free port whose next port is free too: a local Kafka's controller takes it."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class Member:
     """One ``bulkflow serve`` process and the most memory it was seen to hold."""

@@ -25,6 +25,10 @@ def _pid_file(settings: Settings) -> Path:
     return settings.state_dir / "run" / "bulkflow.pid"
 
 
+#: The arguments of the background server after the interpreter.
+_SERVE_ARGS = [b"-m", b"ops.cli", b"serve"]
+
+
 def log_file(settings: Settings) -> Path:
     return settings.state_dir / "log" / "bulkflow.log"
 
@@ -35,7 +39,8 @@ def running_pid(settings: Settings) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"bulkflow" in cmdline and b"serve" in cmdline else None
+    # Ours, not a process that reused the PID: the command start() ran.
+    return pid if cmdline.split(b"\0")[1:4] == _SERVE_ARGS else None
 
 
 def healthy(settings: Settings) -> bool:
@@ -53,11 +58,12 @@ def start(settings: Settings) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
         with log_file(settings).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", "serve"],
+                [sys.executable, *(arg.decode() for arg in _SERVE_ARGS)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **settings.as_env()},  # exactly these settings
             )
         pid = process.pid
         _pid_file(settings).write_text(str(pid))

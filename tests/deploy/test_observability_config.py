@@ -76,3 +76,18 @@ def test_scrape_targets_match_the_ports_compose_serves() -> None:
         assert targets[role] == {env["BULKFLOW_METRICS_PORT"]}, role
         assert env["BULKFLOW_METRICS_HOST"] == "0.0.0.0", role  # reachable from Prometheus
         assert env["BULKFLOW_METRICS_PORT"] in [str(p) for p in services[role]["expose"]], role
+
+
+def test_kubernetes_agents_and_sink_serve_metrics_where_they_say() -> None:
+    """Each pod's scrape annotations name the port it serves /metrics on."""
+    for role in ("agents", "sink"):
+        deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / f"{role}.yaml").read_text())
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        [container] = template["spec"]["containers"]
+        env = {item["name"]: item["value"] for item in container.get("env", [])}
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert annotations["prometheus.io/scrape"] == "true", role
+        assert annotations["prometheus.io/port"] == env["BULKFLOW_METRICS_PORT"], role
+        assert ports["metrics"] == int(env["BULKFLOW_METRICS_PORT"]), role
+        assert env["BULKFLOW_METRICS_HOST"] == "0.0.0.0", role  # reachable from the scraper

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bulkflow.settings import Settings
-from ops.bench.fleet import free_port
+from ops.bench.fleet import free_port, free_port_pair
 from ops.dev.local_services import Supervisor
 
 
@@ -25,7 +25,7 @@ def test_private_instances_start_and_stop_by_pid(tmp_path: Path, local_services:
         state_dir=tmp_path,
         postgres_dsn=SecretStr(f"postgresql://bulkflow@127.0.0.1:{free_port()}/bulkflow"),
         redis_url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"),
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_bootstrap=f"127.0.0.1:{free_port_pair()}",
     )
     supervisor = Supervisor(settings)
     try:
