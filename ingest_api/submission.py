@@ -163,7 +163,7 @@ class Submitter:
             RowBlock(first_row_no=start + 1, rows=rows[start : start + constants.ROWS_PER_CHUNK])
             for start in range(0, len(rows), constants.ROWS_PER_CHUNK)
         )
-        await self._publish(record, options, _aiter(blocks), seal=False)
+        await self._publish(record, options, _aiter(blocks))
         return created
 
     async def submit_csv(
@@ -201,7 +201,7 @@ class Submitter:
             idempotency=idempotency,
         )
         if not created.replayed:
-            await self._publish(created.record, options, _prepend(first, blocks), seal=True)
+            await self._publish(created.record, options, _prepend(first, blocks))
         return created
 
     async def _publish(
@@ -209,10 +209,9 @@ class Submitter:
         record: asyncpg.Record,
         options: ActionOptions,
         blocks: AsyncIterator[RowBlock],
-        *,
-        seal: bool,
     ) -> None:
-        """Publish the rows under the upload's lease, then seal the total.
+        """Publish the rows under the upload's lease, then seal the total (a JSON
+        request's too: it also ends the lease).
 
         An upload that breaks off, for whatever reason, is ended (see
         ``ingest_api/uploads.py``): the rows published before are applied and
