@@ -6,7 +6,6 @@ the scheduler would publish it and applied by the real batch processor.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from schemas.messages import Chunk
 from stream_agents.batch import BatchProcessor
 from stream_agents.errors import RetriesExhausted
 from tests.stream_agents.support import KeptLetters, chunk
-from tests.support import account_id
+from tests.support import account_id, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -181,15 +180,18 @@ async def test_a_lease_renewed_after_an_outage_is_not_reaped(pool: asyncpg.Pool)
 
 
 async def _until_renewed(pool: asyncpg.Pool, action_id: uuid.UUID) -> None:
-    for _ in range(int(4 * constants.UPLOAD_LEASE_RENEW / 0.1)):
-        if (await state(pool, action_id))["upload_lease_until"] > datetime.now(UTC):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the lease was never renewed")
+    async def renewed() -> bool:
+        lease = (await state(pool, action_id))["upload_lease_until"]
+        return lease is not None and lease > datetime.now(UTC)
+
+    await eventually(renewed, "the lease renewed")
 
 
 async def _until_lost(lease: UploadLease) -> None:
     """The holder learns at its next renewal (every UPLOAD_LEASE_RENEW seconds)."""
-    for _ in range(int(4 * constants.UPLOAD_LEASE_RENEW / 0.1)):
-        lease.check()
-        await asyncio.sleep(0.1)
+
+    async def checked() -> bool:
+        lease.check()  # raises UploadLost once the renewal found the lease taken
+        return False
+
+    await eventually(checked, "the holder learn that its lease was lost")
