@@ -295,10 +295,10 @@ def _api_error(exc: Exception, action_id: uuid.UUID) -> Exception:
 def cut(
     make: Callable[[int, RowBlock], Chunk], chunk_no: int, block: RowBlock
 ) -> Iterator[tuple[Chunk, bytes]]:
-    """The block as chunks numbered from ``chunk_no``, each encoded below CHUNK_TARGET_BYTES.
+    """The block as chunks numbered from ``chunk_no``, each encoded once.
 
     Rows are cut by count in the reader; here a block of wide rows is halved
-    until each part fits. A single row larger than MAX_ROW_BYTES fails alone
+    until each part is below CHUNK_TARGET_BYTES or a single row. A single row larger than MAX_ROW_BYTES fails alone
     (``row_too_large``); its values are left out, since they cannot travel.
     """
     pending = [block]
