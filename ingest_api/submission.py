@@ -298,8 +298,9 @@ def cut(
     """The block as chunks numbered from ``chunk_no``, each encoded once.
 
     Rows are cut by count in the reader; here a block of wide rows is halved
-    until each part is below CHUNK_TARGET_BYTES or a single row. A single row larger than MAX_ROW_BYTES fails alone
-    (``row_too_large``); its values are left out, since they cannot travel.
+    until each part is below CHUNK_TARGET_BYTES or a single row. A single row
+    larger than MAX_ROW_BYTES fails alone (``row_too_large``); its values are
+    left out, since they cannot travel.
     """
     pending = [block]
     while pending:
