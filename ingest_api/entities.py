@@ -96,11 +96,21 @@ def _class_name(name: str) -> str:
     return "".join(part.title() for part in name.split("_"))
 
 
+def stored_columns(entity: Entity) -> dict[str, str]:
+    """Each field's column: a reference (an opportunity's ``contact_email``) is
+    stored as the id it resolves to (``contact_id``)."""
+    return {
+        name: entity.references[name].column if name in entity.references else name
+        for name in entity.fields
+    }
+
+
 def _stored_model(entity: Entity) -> type[BaseModel]:
-    """The entity as the API returns it: its id, its fields, and when it was written."""
+    """The entity as the API returns it: its id, its columns, and when it was written."""
     hints = entity.model.model_fields
     fields: dict[str, Any] = {"id": (int, ...)}
-    fields |= {name: (hints[name].annotation, None) for name in entity.fields}
+    for name, column in stored_columns(entity).items():
+        fields[column] = (int | None, None) if column != name else (hints[name].annotation, None)
     fields |= {"created_at": (datetime, ...), "updated_at": (datetime, ...)}
     return create_model(_class_name(entity.name), **fields)
 
@@ -129,6 +139,7 @@ class EntityApi:
         self.entity = entity
         self.path = f"/v1/{entity.plural}"
         self.stored = _stored_model(entity)
+        self._columns = list(stored_columns(entity).values())
         self.body = _fields_model(entity)
         self.page = _page_model(entity, self.stored)
         table, identifier = entity.table, entity.identifier
@@ -210,7 +221,7 @@ class EntityApi:
         return record
 
     def _view(self, record: Any) -> dict[str, Any]:
-        view = {"id": record["id"], **{f: record[f] for f in self.entity.fields}}
+        view = {"id": record["id"], **{c: record[c] for c in self._columns}}
         view["created_at"], view["updated_at"] = record["created_at"], record["updated_at"]
         return view
 

@@ -7,6 +7,7 @@ with the HTTP status the class carries.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import orjson
@@ -22,10 +23,17 @@ log = logging.getLogger(__name__)
 
 
 class JsonResponse(JSONResponse):
-    """JSON via orjson: UUIDs and datetimes serialise natively."""
+    """JSON via orjson: UUIDs and datetimes serialise natively; decimals (an
+    opportunity's amount) as strings, so no digit is lost to a float."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, default=_decimal)
+
+
+def _decimal(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class ApiError(Exception):
