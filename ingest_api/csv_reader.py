@@ -37,8 +37,9 @@ import janus
 
 from bulkflow import constants
 from schemas.bulk_action import column_key
+from schemas.cells import JsonRow
 from schemas.entity import DOWNLOAD_COLUMNS
-from schemas.messages import JsonRow, RowProblem
+from schemas.messages import RowProblem
 
 _QUEUE_BLOCKS = 16  # request body blocks (~64 KiB each) waiting for the parser
 _QUEUE_PARSED = 4  # parsed blocks waiting for the producer

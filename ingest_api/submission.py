@@ -27,8 +27,9 @@ from ingest_api.publisher import ChunkProducer, ChunkSink
 from ingest_api.uploads import INTERRUPTED, UploadLease, UploadLost, end_upload
 from schemas.action import ACTIONS
 from schemas.bulk_action import ActionOptions, column_key
+from schemas.cells import Cells, JsonRow
 from schemas.entity import ENTITIES
-from schemas.messages import Chunk, JsonRow, RowProblem
+from schemas.messages import Chunk, RowProblem
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,9 @@ def cut(
         piece = pending.pop()
         chunk = make(chunk_no, piece)
         encoded = chunk.to_bytes()
-        if len(encoded) > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
+        # Its size unpacked too: what an agent holds of it, however well it compresses.
+        size = max(len(encoded), chunk.rows.batch.nbytes)
+        if size > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
             first, second = _halves(piece)
             pending += [second, first]
             continue
@@ -366,7 +369,7 @@ def _chunk(record: asyncpg.Record, options: ActionOptions, chunk_no: int, block:
         action=record["action"],
         chunk_no=chunk_no,
         first_row_no=block.first_row_no,
-        rows=block.rows,
+        rows=Cells.from_rows(block.rows),
         options=options.model_dump(mode="json"),
         broken=block.broken,
     )

@@ -34,6 +34,7 @@ import asyncpg
 from bulkflow import constants, sql
 from bulkflow.background import background, poll_forever
 from bulkflow.database import ping
+from schemas.cells import Cells
 from schemas.messages import Chunk
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def _marker(record: asyncpg.Record) -> Chunk:
         action=record["action"],
         chunk_no=constants.END_OF_UPLOAD_CHUNK_NO,
         first_row_no=0,
-        rows=[],
+        rows=Cells.from_rows([]),
         options=record["options"],
         ends_upload=True,
     )

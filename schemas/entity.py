@@ -16,9 +16,10 @@ from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from schemas.cells import JsonRow
 from schemas.company import CompanyRow
 from schemas.contact import ContactRow
-from schemas.messages import JsonRow, RowProblem
+from schemas.messages import RowProblem
 from schemas.opportunity import OpportunityRow
 from schemas.options import ActionOptions, column_key
 
@@ -62,6 +63,8 @@ class Entity(Protocol):
     identifier: str  # the natural key, and the default match_on
     match_fields: tuple[str, ...]
     fields: tuple[str, ...]  # written fields, in staging order
+    #: Fields naming another entity; the table keeps that entity's id instead.
+    references: dict[str, Reference]
     apply_query: str  # sql/queries/<name>.sql; its header names the parameters
     insert_query: str  # its fast path for rows that create: inserts what no index refuses
 
@@ -155,6 +158,13 @@ class ModelRowReader:
         if name in self._entity.known:
             return (name, False)
         return (column.strip(), True) if self._keep_unmapped else None
+
+    def route(self, column: str) -> _Route:
+        """Where the column goes: (field, is a custom field), or None: dropped."""
+        routes = self._routes
+        return (
+            routes[column] if column in routes else routes.setdefault(column, self._route(column))
+        )
 
     def fields(self, row: JsonRow) -> dict[str, Any]:
         """Apply the mapping, empty-value rules and custom-field routing."""

@@ -51,7 +51,10 @@ class DeadLetter:
         return orjson.dumps(
             {
                 "kind": self.kind,
-                "chunk": orjson.loads(self.chunk.to_bytes()) if self.chunk else None,
+                # The chunk as it travels (Arrow IPC), so a replay sends it back as it was.
+                "chunk_arrow": base64.b64encode(self.chunk.to_bytes()).decode()
+                if self.chunk
+                else None,
                 "topic": self.topic,
                 "raw": base64.b64encode(self.raw).decode(),
                 "error": self.error,
@@ -62,12 +65,17 @@ class DeadLetter:
     @classmethod
     def from_bytes(cls, data: bytes) -> DeadLetter:
         body = orjson.loads(data)
-        chunk = body.get("chunk")
+        if encoded := body.get("chunk_arrow"):
+            chunk = Chunk.from_bytes(base64.b64decode(encoded))
+        elif body.get("chunk"):  # a letter written while chunks travelled as JSON
+            chunk = Chunk.from_bytes(orjson.dumps(body["chunk"]))
+        else:
+            chunk = None
         return cls(
             kind=body.get("kind", "chunk"),  # letters written before kinds existed were chunks
             error=body["error"],
             failed_at=body["failed_at"],
-            chunk=Chunk.from_bytes(orjson.dumps(chunk)) if chunk else None,
+            chunk=chunk,
             topic=body.get("topic", ""),
             raw=base64.b64decode(body.get("raw", "")),
         )

@@ -1,0 +1,123 @@
+"""A chunk's input rows, column by column: how they travel and how they are validated.
+
+Rows travel as one Arrow record batch of string columns, one per input
+column; a null cell is a value the row does not give (a CSV row shorter than
+the header, a JSON row without the key). Cells come in two kinds:
+
+- ``TEXT``: the cell is the value itself, as a CSV file gives it;
+- ``JSON``: the cell is the value's JSON text (``"Ada"``, ``42``, ``null``,
+  ``{"tier": 1}``), as a JSON request gives it: types survive the trip.
+
+Whole columns are what the agents validate (``schemas/column_reader.py``); a
+row is made a dict only where Python has to look at it one row at a time
+(:meth:`Cells.row`): rows that fail, and the echo of their input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+JsonRow = dict[str, Any]
+
+
+class CellKind(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Cells(Sequence[JsonRow]):
+    """Rows as columns; also a sequence of rows (dicts), made on demand."""
+
+    __slots__ = ("_lists", "batch", "kind")
+
+    def __init__(self, batch: pa.RecordBatch, kind: CellKind) -> None:
+        self.batch = batch
+        self.kind = kind
+        self._lists: list[list[str | None]] | None = None
+
+    @classmethod
+    def from_records(cls, header: Sequence[str], records: Sequence[Sequence[str | None]]) -> Cells:
+        """CSV records, each exactly as wide as the header (None: the row gives no value)."""
+        columns = list(zip(*records)) if records else [()] * len(header)  # noqa: B905
+        arrays = [pa.array(column, type=pa.string()) for column in columns]
+        return cls(pa.RecordBatch.from_arrays(arrays, names=list(header)), CellKind.TEXT)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[JsonRow]) -> Cells:
+        """JSON rows: a column per key, in the order keys first appear."""
+        names = list(dict.fromkeys(key for row in rows for key in row))
+        dumps = orjson.dumps
+        arrays = [
+            pa.array([dumps(row[name]) if name in row else None for row in rows], type=pa.string())
+            for name in names
+        ]
+        if not names:  # rows without keys still count: a batch needs a column for its length
+            return cls(_empty_rows(len(rows)), CellKind.JSON)
+        return cls(pa.RecordBatch.from_arrays(arrays, names=names), CellKind.JSON)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name in self.batch.schema.names if name != _LENGTH_ONLY]
+
+    def column(self, name: str) -> pa.StringArray:
+        return self.batch.column(name)
+
+    def slice(self, start: int, stop: int) -> Cells:
+        return Cells(self.batch.slice(start, stop - start), self.kind)
+
+    def row(self, index: int) -> JsonRow:
+        """The row as the request gave it: only the values it gives."""
+        lists = self._columns()
+        names = self.names
+        if self.kind is CellKind.TEXT:
+            return {n: c[index] for n, c in zip(names, lists, strict=True) if c[index] is not None}
+        loads = orjson.loads
+        return {
+            n: loads(cell)
+            for n, c in zip(names, lists, strict=True)
+            if (cell := c[index]) is not None
+        }
+
+    def _columns(self) -> list[list[str | None]]:
+        if self._lists is None:
+            self._lists = [self.batch.column(name).to_pylist() for name in self.names]
+        return self._lists
+
+    def __len__(self) -> int:
+        return int(self.batch.num_rows)
+
+    def __getitem__(self, index: int) -> JsonRow:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self.row(index % len(self)) if len(self) else {}
+
+    def __iter__(self) -> Iterator[JsonRow]:
+        for index in range(len(self)):
+            yield self.row(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Cells):
+            return self.kind is other.kind and self.batch.equals(other.batch)
+        if isinstance(other, list):
+            return list(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:  # mutable-looking, compared by value: not hashable
+        raise TypeError("Cells are not hashable")
+
+    def __repr__(self) -> str:
+        return f"Cells({self.kind}, {len(self)} rows, columns {self.names})"
+
+
+#: The one column of a batch whose rows give no values at all (``[{}, {}]``):
+#: Arrow counts a batch's rows by its columns.
+_LENGTH_ONLY = "\x00rows"
+
+
+def _empty_rows(count: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.nulls(count, type=pa.string())], names=[_LENGTH_ONLY])
