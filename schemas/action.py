@@ -21,9 +21,11 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from schemas import entity_sql
+from schemas.cells import JsonRow
+from schemas.column_reader import ChunkReader, ColumnReader, RowByRow
 from schemas.contact import TAG_SEPARATOR, ContactTagsRow
 from schemas.entity import ENTITIES, Entity, ModelEntity, Prepared, RowReader
-from schemas.messages import JsonRow, RowProblem
+from schemas.messages import RowProblem
 from schemas.options import ActionOptions
 
 
@@ -39,7 +41,11 @@ class ActionType(Protocol):
         ...
 
     def reader(self, entity: Entity, options: ActionOptions) -> RowReader:
-        """A reader for the rows of a chunk of this action."""
+        """A reader for the rows of a chunk of this action, one at a time."""
+        ...
+
+    def chunk_reader(self, entity: Entity, options: ActionOptions) -> ChunkReader:
+        """A reader for all the rows of a chunk of this action at once."""
         ...
 
     def apply_query(self, entity: Entity) -> str:
@@ -64,6 +70,11 @@ class RecordAction:
 
     def reader(self, entity: Entity, options: ActionOptions) -> RowReader:
         return entity.reader(options, self.name)
+
+    def chunk_reader(self, entity: Entity, options: ActionOptions) -> ChunkReader:
+        if isinstance(entity, ModelEntity):
+            return ColumnReader(entity, options, self.name)
+        return RowByRow(self.reader(entity, options))
 
     def apply_query(self, entity: Entity) -> str:
         return entity.apply_query
@@ -142,6 +153,9 @@ class TagAction:
             view.fields.index("tags"),
             self.name,
         )
+
+    def chunk_reader(self, entity: Entity, options: ActionOptions) -> ChunkReader:
+        return RowByRow(self.reader(entity, options))
 
     def apply_query(self, entity: Entity) -> str:
         return f"{entity.table}_{self.name}"

@@ -15,10 +15,17 @@ from pydantic import (
 )
 
 from bulkflow import constants
+from schemas.column_rules import ColumnPattern
 
 # Pragmatic syntax check (RFC 5322 allows more, mail systems do not): one @,
 # no spaces, a dotted domain with a 2+ letter top level.
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+# The same check on a column of ASCII values (RE2 has no Unicode \s; Python's
+# takes U+001C..U+001F for spaces too).
+_EMAIL_COLUMN = ColumnPattern(
+    r"^[^@ \t\n\r\f\v\x1c-\x1f]{1,64}@[^@ \t\n\r\f\v\x1c-\x1f]+\.[^@ \t\n\r\f\v\x1c-\x1f.]{2,}$",
+    forbidden=("..",),
+)
 
 
 def _email(value: str) -> str:
@@ -56,7 +63,7 @@ def _custom_fields(value: dict[str, Any]) -> dict[str, Any]:
 
 #: Anything JSON holds, nested at most MAX_CUSTOM_FIELDS_DEPTH levels.
 CustomFields = Annotated[dict[str, Any], AfterValidator(_custom_fields)]
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email), _EMAIL_COLUMN]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(max_length=200)]
 Name = Annotated[str, StringConstraints(max_length=100)]

@@ -1,0 +1,272 @@
+"""Reads a chunk's rows a column at a time; Python looks at a row only if it may fail.
+
+The columnar counterpart of :class:`schemas.entity.ModelRowReader`, with the
+same routing, empty-value rules and custom fields. Each column is checked by
+its field's rule (:mod:`schemas.column_rules`); a row goes to the row reader
+(pydantic, the exact reasons and messages) when any of its values is one a
+rule cannot vouch for: an invalid value, a clear token, a JSON value other than
+a plain string (or an integer, for an integer field), a non-ASCII match key
+compared without case. So the result is the row reader's, row for row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.cells import CellKind, Cells
+from schemas.column_rules import PYTHON_WHITESPACE, IntegerRule, Rule, rule_for
+from schemas.entity import MATCH_ID, ModelEntity, ModelRowReader, Prepared, RowReader
+from schemas.messages import RowProblem
+from schemas.options import ActionOptions
+
+Mask = npt.NDArray[np.bool_]
+
+
+class ReadRows(NamedTuple):
+    """A chunk's rows as read: the valid ones as columns, the others' problems."""
+
+    valid: list[int]  # the valid rows' indexes, in order
+    key: list[str]  # ... each one's normalised match value
+    match_id: list[int | None]
+    mask: list[int]
+    values: list[tuple[Any, ...]]  # ... each one's written fields (Entity.fields)
+    display_keys: list[str]  # every row's match value as given
+    problems: dict[int, RowProblem]
+
+
+class ChunkReader(Protocol):
+    def read(self, cells: Cells, broken: dict[int, RowProblem]) -> ReadRows:
+        """Read every row of a chunk; ``broken`` rows fail with their problem."""
+        ...
+
+
+class _Column(NamedTuple):
+    field: str
+    is_custom: bool
+    values: pa.Array  # the checked values (stripped, typed); custom: as given
+    given: Mask  # the row gives a value (not ignored as empty)
+
+
+class ColumnReader:
+    def __init__(self, entity: ModelEntity, options: ActionOptions, action: str) -> None:
+        self._entity = entity
+        self._rows = ModelRowReader(entity, options, action)
+        self._match_on = options.match_on or entity.identifier
+        self._ignore_empty = options.ignore_empty
+        self._clear_token = options.clear_token
+        self._delete = action == "delete"
+        self._rules: dict[str, Rule | None] = {
+            name: rule_for(field) for name, field in entity.model.model_fields.items()
+        }
+        self._bits = {f: 1 << i for i, f in enumerate(entity.fields)}
+
+    def read(self, cells: Cells, broken: dict[int, RowProblem]) -> ReadRows:
+        count = len(cells)
+        slow = np.zeros(count, dtype=bool)
+        if broken:
+            slow[list(broken)] = True
+        columns = []
+        for name in cells.names:
+            column = self._column(cells, name, slow)
+            if column is not None:
+                columns.append(column)
+        fields = [c for c in columns if not c.is_custom]
+        if len({c.field for c in fields}) < len(fields):  # two columns for one field
+            slow[:] = True
+        match = next((c for c in fields if c.field == self._match_on), None)
+        if match is None:
+            slow[:] = True  # no row gives the match value: each fails for it
+        else:
+            slow |= ~match.given
+            if self._match_on == self._entity.identifier and self._entity.case_insensitive:
+                slow |= ~_true(pc.string_is_ascii(pc.fill_null(match.values, "")))
+        fast = np.flatnonzero(~slow)
+        read = self._fast(cells, columns, match, fast) if len(fast) else _nothing()
+        if slow.any():
+            read = one_by_one(self._rows, read, cells, np.flatnonzero(slow).tolist(), broken)
+        return read
+
+    def _column(self, cells: Cells, name: str, slow: Mask) -> _Column | None:
+        route = self._rows.route(name)
+        if route is None:
+            return None
+        field, is_custom = route
+        if self._delete and (is_custom or field != self._match_on):
+            return None  # a delete reads only the match value
+        rule = None if is_custom else self._rules.get(field)
+        cells_of = cells.column(name)
+        if cells.kind is CellKind.JSON:
+            cells_of, unreadable = _json_text(cells_of, integer=isinstance(rule, IntegerRule))
+            slow |= unreadable
+        given = _true(pc.is_valid(cells_of))
+        if self._ignore_empty:
+            given &= ~_true(pc.equal(cells_of, ""))
+        if self._clear_token is not None:
+            slow |= given & _true(pc.equal(cells_of, self._clear_token))
+        if is_custom:
+            return _Column(field, True, cells_of, given)
+        if rule is None:
+            slow |= given  # no rule for this field: the model judges it
+            return _Column(field, False, cells_of, given)
+        checked = rule.check(cells_of)
+        slow |= given & ~_true(checked.valid)
+        return _Column(field, False, checked.values, given)
+
+    def _fast(
+        self, cells: Cells, columns: list[_Column], match: _Column | None, rows: npt.NDArray[Any]
+    ) -> ReadRows:
+        """The rows every rule vouched for, as the row reader would have read them."""
+        assert match is not None
+        take = pa.array(rows)
+        entity = self._entity
+        by_field = {c.field: c for c in columns if not c.is_custom}
+        written: list[list[Any]] = []
+        for field in entity.fields:
+            column = by_field.get(field)
+            if column is None:
+                written.append([None] * len(rows))
+                continue
+            values = pc.if_else(pa.array(column.given), column.values, None)
+            written.append(pc.take(values, take).to_pylist())
+        mask = np.zeros(len(rows), dtype=np.int64)
+        for column in by_field.values():
+            mask += column.given[rows] * self._bits.get(column.field, 0)
+        customs = [c for c in columns if c.is_custom]
+        if customs:
+            self._add_custom_fields(customs, rows, written, mask)
+        match_values = pc.take(match.values, take)
+        keys = (
+            pc.utf8_lower(match_values)
+            if self._match_on == entity.identifier and entity.case_insensitive
+            else pc.cast(match_values, pa.string())
+        ).to_pylist()
+        shown = pc.utf8_trim(
+            pc.take(cells_text(cells, match, self._rows), take), characters=PYTHON_WHITESPACE
+        ).to_pylist()
+        display = [""] * len(cells)
+        for index, value in zip(rows.tolist(), shown, strict=True):
+            display[index] = value
+        match_ids: list[int | None] = (
+            keys_as_ids(match_values) if self._match_on == MATCH_ID else [None] * len(rows)
+        )
+        return ReadRows(
+            valid=rows.tolist(),
+            key=keys,
+            match_id=match_ids,
+            mask=mask.tolist(),
+            values=list(zip(*written, strict=True)),
+            display_keys=display,
+            problems={},
+        )
+
+    def _add_custom_fields(
+        self,
+        customs: list[_Column],
+        rows: npt.NDArray[Any],
+        written: list[list[Any]],
+        mask: npt.NDArray[np.int64],
+    ) -> None:
+        """Unmapped columns into each row's custom_fields (only rows that give one)."""
+        given = np.zeros(len(rows), dtype=bool)
+        for column in customs:
+            given |= column.given[rows]
+        if not given.any():
+            return
+        mask += given * self._bits["custom_fields"]
+        take = pa.array(rows)
+        names = [c.field for c in customs]
+        values = [
+            pc.take(pc.if_else(pa.array(c.given), c.values, None), take).to_pylist()
+            for c in customs
+        ]
+        target = written[self._entity.fields.index("custom_fields")]
+        for position in np.flatnonzero(given).tolist():
+            target[position] = {
+                name: column[position]
+                for name, column in zip(names, values, strict=True)
+                if column[position] is not None
+            }
+
+
+class RowByRow:
+    """The chunk reader of a row reader without a columnar counterpart (the tag actions)."""
+
+    def __init__(self, rows: RowReader) -> None:
+        self._rows = rows
+
+    def read(self, cells: Cells, broken: dict[int, RowProblem]) -> ReadRows:
+        return one_by_one(self._rows, _nothing(), cells, list(range(len(cells))), broken)
+
+
+def one_by_one(
+    reader: RowReader,
+    read: ReadRows,
+    cells: Cells,
+    rows: list[int],
+    broken: dict[int, RowProblem],
+) -> ReadRows:
+    """``read`` with these rows added in their places, each read by the row reader."""
+    problems = dict(read.problems)
+    display = read.display_keys or [""] * len(cells)
+    valid: dict[int, Prepared] = {}
+    for index in rows:
+        row = cells.row(index)
+        prepared = broken.get(index) or reader.prepare(row)
+        if isinstance(prepared, RowProblem):
+            problems[index] = prepared
+            display[index] = reader.display_key(row)
+        else:
+            valid[index] = prepared
+            display[index] = prepared.display_key
+    if not valid:
+        return read._replace(display_keys=display, problems=problems)
+    merged: list[tuple[int, str, int | None, int, tuple[Any, ...]]] = [
+        *zip(read.valid, read.key, read.match_id, read.mask, read.values, strict=True),
+        *((i, p.key, p.match_id, p.mask, p.values) for i, p in valid.items()),
+    ]
+    merged.sort(key=lambda row: row[0])
+    valid_rows, keys, match_ids, masks, values = (list(c) for c in zip(*merged, strict=True))
+    return ReadRows(valid_rows, keys, match_ids, masks, values, display, problems)
+
+
+def cells_text(cells: Cells, match: _Column, rows: ModelRowReader) -> pa.Array:
+    """The match column's values as given (for display keys), before any rule."""
+    for name in cells.names:
+        if rows.route(name) == (match.field, False):
+            column = cells.column(name)
+            return _json_text(column, integer=True)[0] if cells.kind is CellKind.JSON else column
+    raise LookupError(match.field)
+
+
+def keys_as_ids(values: pa.Array) -> list[int | None]:
+    ids: list[int | None] = pc.cast(values, pa.int64()).to_pylist()
+    return ids
+
+
+def _json_text(cells: pa.Array, *, integer: bool) -> tuple[pa.Array, Mask]:
+    """JSON texts as the values they hold where those are plain strings (or integers,
+    for an integer field); and the rows where they are something else."""
+    plain = pc.and_not(pc.starts_with(cells, '"'), pc.match_substring(cells, "\\"))
+    text = pc.if_else(plain, pc.utf8_slice_codeunits(cells, 1, -1), None)
+    readable = plain
+    if integer:
+        number = pc.match_substring_regex(cells, r"^-?[0-9]+$")
+        text = pc.if_else(number, cells, text)
+        readable = pc.or_(plain, number)
+    unreadable = _true(pc.is_valid(cells)) & ~_true(readable)
+    return text, unreadable
+
+
+def _true(values: pa.Array) -> Mask:
+    """Where a boolean column is true (null counts as false)."""
+    mask: Mask = pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _nothing() -> ReadRows:
+    return ReadRows([], [], [], [], [], [], {})
