@@ -60,6 +60,13 @@ class Cells(Sequence[JsonRow]):
             return cls(_empty_rows(len(rows)), CellKind.JSON)
         return cls(pa.RecordBatch.from_arrays(arrays, names=names), CellKind.JSON)
 
+    @classmethod
+    def concat(cls, parts: Sequence[Cells]) -> Cells:
+        """Cells of one kind and the same columns, one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(pa.concat_batches([p.batch for p in parts]), parts[0].kind)
+
     @property
     def names(self) -> list[str]:
         return [name for name in self.batch.schema.names if name != _LENGTH_ONLY]
@@ -72,16 +79,31 @@ class Cells(Sequence[JsonRow]):
 
     def row(self, index: int) -> JsonRow:
         """The row as the request gave it: only the values it gives."""
-        lists = self._columns()
+        return self.rows_at([index])[0]
+
+    def rows_at(self, indexes: Sequence[int]) -> list[JsonRow]:
+        """These rows as the request gave them (a few rows of many: only theirs are made)."""
         names = self.names
+        if self._lists is None and len(indexes) * 4 < len(self):
+            picked = self.batch.take(pa.array(indexes, type=pa.int64()))
+            lists = [picked.column(name).to_pylist() for name in names]
+            positions: Sequence[int] = range(len(indexes))
+        else:
+            lists, positions = self._columns(), indexes
         if self.kind is CellKind.TEXT:
-            return {n: c[index] for n, c in zip(names, lists, strict=True) if c[index] is not None}
+            return [
+                {n: c[i] for n, c in zip(names, lists, strict=True) if c[i] is not None}
+                for i in positions
+            ]
         loads = orjson.loads
-        return {
-            n: loads(cell)
-            for n, c in zip(names, lists, strict=True)
-            if (cell := c[index]) is not None
-        }
+        return [
+            {
+                n: loads(cell)
+                for n, c in zip(names, lists, strict=True)
+                if (cell := c[i]) is not None
+            }
+            for i in positions
+        ]
 
     def _columns(self) -> list[list[str | None]]:
         if self._lists is None:
@@ -97,8 +119,7 @@ class Cells(Sequence[JsonRow]):
         return self.row(index % len(self)) if len(self) else {}
 
     def __iter__(self) -> Iterator[JsonRow]:
-        for index in range(len(self)):
-            yield self.row(index)
+        return iter(self.rows_at(range(len(self))))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Cells):

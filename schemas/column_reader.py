@@ -11,6 +11,9 @@ compared without case. So the result is the row reader's, row for row.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+from itertools import accumulate, pairwise
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -21,7 +24,7 @@ import pyarrow.compute as pc
 from schemas.cells import CellKind, Cells
 from schemas.column_rules import PYTHON_WHITESPACE, IntegerRule, Rule, rule_for
 from schemas.entity import MATCH_ID, ModelEntity, ModelRowReader, Prepared, RowReader
-from schemas.messages import RowProblem
+from schemas.messages import Chunk, RowProblem
 from schemas.options import ActionOptions
 
 Mask = npt.NDArray[np.bool_]
@@ -193,6 +196,34 @@ class ColumnReader:
             }
 
 
+def read_chunks(reader: ChunkReader, chunks: Sequence[Chunk]) -> list[ReadRows]:
+    """Read chunks whose cells have the same columns at once; each chunk's rows."""
+    if len(chunks) == 1:
+        return [reader.read(chunks[0].rows, chunks[0].broken)]
+    starts = list(accumulate((len(c.rows) for c in chunks), initial=0))
+    broken = {
+        start + index: problem
+        for start, chunk in zip(starts, chunks, strict=False)
+        for index, problem in chunk.broken.items()
+    }
+    read = reader.read(Cells.concat([c.rows for c in chunks]), broken)
+    return [_within(read, start, end) for start, end in pairwise(starts)]
+
+
+def _within(read: ReadRows, start: int, end: int) -> ReadRows:
+    """The rows ``start`` to ``end`` of a read, numbered from 0."""
+    first, last = bisect_left(read.valid, start), bisect_left(read.valid, end)
+    return ReadRows(
+        valid=[index - start for index in read.valid[first:last]],
+        key=read.key[first:last],
+        match_id=read.match_id[first:last],
+        mask=read.mask[first:last],
+        values=read.values[first:last],
+        display_keys=read.display_keys[start:end],
+        problems={i - start: p for i, p in read.problems.items() if start <= i < end},
+    )
+
+
 class RowByRow:
     """The chunk reader of a row reader without a columnar counterpart (the tag actions)."""
 
@@ -214,8 +245,7 @@ def one_by_one(
     problems = dict(read.problems)
     display = read.display_keys or [""] * len(cells)
     valid: dict[int, Prepared] = {}
-    for index in rows:
-        row = cells.row(index)
+    for index, row in zip(rows, cells.rows_at(rows), strict=True):
         prepared = broken.get(index) or reader.prepare(row)
         if isinstance(prepared, RowProblem):
             problems[index] = prepared

@@ -89,7 +89,7 @@ async def test_retries_exhausted_dead_letter_and_replay(
     api: httpx.AsyncClient, pool: asyncpg.Pool, database: Settings, tenant: Tenant
 ) -> None:
     """Statements time out while a lock is held: 3 attempts, then dead letters; replay heals."""
-    before = len(await dead_letters.list_pending(database))
+    before = len(await _chunk_letters(database))
     async with pool.acquire() as locker:
         lock = locker.transaction()
         await lock.start()
@@ -132,8 +132,13 @@ async def test_retries_exhausted_dead_letter_and_replay(
 
 
 async def _new_letters(settings: Settings, before: int) -> list[dead_letters.DeadLetter]:
-    pending = await dead_letters.list_pending(settings)
-    return pending[before:]
+    return (await _chunk_letters(settings))[before:]
+
+
+async def _chunk_letters(settings: Settings) -> list[dead_letters.DeadLetter]:
+    """Pending letters of chunks: an undecodable one another test left is listed,
+    never replayed."""
+    return [x for x in await dead_letters.list_pending(settings) if x.chunk is not None]
 
 
 # A Postgres outage mid-action is tests/test_chaos.py's postgres scenario: it stops
