@@ -12,7 +12,7 @@ compared without case. So the result is the row reader's, row for row.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate, pairwise
 from typing import Any, NamedTuple, Protocol
 
@@ -37,7 +37,7 @@ class ReadRows(NamedTuple):
     key: list[str]  # ... each one's normalised match value
     match_id: list[int | None]
     mask: list[int]
-    values: list[tuple[Any, ...]]  # ... each one's written fields (Entity.fields)
+    values: list[list[Any]]  # ... their written fields: a column per Entity.fields
     display_keys: list[str]  # every row's match value as given
     problems: dict[int, RowProblem]
 
@@ -125,44 +125,41 @@ class ColumnReader:
     ) -> ReadRows:
         """The rows every rule vouched for, as the row reader would have read them."""
         assert match is not None
-        take = pa.array(rows)
-        entity = self._entity
+        entity, count = self._entity, len(cells)
+        picked = rows.tolist()
+        pick = _picker(picked, count)
         by_field = {c.field: c for c in columns if not c.is_custom}
         written: list[list[Any]] = []
         for field in entity.fields:
             column = by_field.get(field)
-            if column is None:
-                written.append([None] * len(rows))
-                continue
-            values = pc.if_else(pa.array(column.given), column.values, None)
-            written.append(pc.take(values, take).to_pylist())
-        mask = np.zeros(len(rows), dtype=np.int64)
+            written.append([None] * len(picked) if column is None else pick(_values(column)))
+        mask = np.zeros(len(picked), dtype=np.int64)
         for column in by_field.values():
             mask += column.given[rows] * self._bits.get(column.field, 0)
         customs = [c for c in columns if c.is_custom]
         if customs:
-            self._add_custom_fields(customs, rows, written, mask)
-        match_values = pc.take(match.values, take)
-        keys = (
-            pc.utf8_lower(match_values)
-            if self._match_on == entity.identifier and entity.case_insensitive
-            else pc.cast(match_values, pa.string())
-        ).to_pylist()
-        shown = pc.utf8_trim(
-            pc.take(cells_text(cells, match, self._rows), take), characters=PYTHON_WHITESPACE
-        ).to_pylist()
-        display = [""] * len(cells)
-        for index, value in zip(rows.tolist(), shown, strict=True):
-            display[index] = value
+            self._add_custom_fields(customs, rows, pick, written, mask)
+        if self._match_on == entity.identifier and entity.case_insensitive:
+            keys = pick(pc.utf8_lower(match.values).to_pylist())
+        else:
+            keys = pick(pc.cast(match.values, pa.string()).to_pylist())
+        shown = pc.utf8_trim(cells_text(cells, match, self._rows), characters=PYTHON_WHITESPACE)
+        display = shown.to_pylist() if len(picked) == count else [""] * count
+        if len(picked) != count:
+            every = shown.to_pylist()
+            for index in picked:
+                display[index] = every[index]
         match_ids: list[int | None] = (
-            keys_as_ids(match_values) if self._match_on == MATCH_ID else [None] * len(rows)
+            pick(pc.cast(match.values, pa.int64()).to_pylist())
+            if self._match_on == MATCH_ID
+            else [None] * len(picked)
         )
         return ReadRows(
-            valid=rows.tolist(),
+            valid=picked,
             key=keys,
             match_id=match_ids,
             mask=mask.tolist(),
-            values=list(zip(*written, strict=True)),
+            values=written,
             display_keys=display,
             problems={},
         )
@@ -171,6 +168,7 @@ class ColumnReader:
         self,
         customs: list[_Column],
         rows: npt.NDArray[Any],
+        pick: Callable[[list[Any]], list[Any]],
         written: list[list[Any]],
         mask: npt.NDArray[np.int64],
     ) -> None:
@@ -181,12 +179,8 @@ class ColumnReader:
         if not given.any():
             return
         mask += given * self._bits["custom_fields"]
-        take = pa.array(rows)
         names = [c.field for c in customs]
-        values = [
-            pc.take(pc.if_else(pa.array(c.given), c.values, None), take).to_pylist()
-            for c in customs
-        ]
+        values = [pick(_values(c)) for c in customs]
         target = written[self._entity.fields.index("custom_fields")]
         for position in np.flatnonzero(given).tolist():
             target[position] = {
@@ -194,6 +188,22 @@ class ColumnReader:
                 for name, column in zip(names, values, strict=True)
                 if column[position] is not None
             }
+
+
+def _values(column: _Column) -> list[Any]:
+    """The column's values as Python objects, None where the row gives none."""
+    values = column.values
+    if not column.given.all():
+        values = pc.if_else(pa.array(column.given), values, None)
+    found: list[Any] = values.to_pylist()
+    return found
+
+
+def _picker(rows: list[int], count: int) -> Callable[[list[Any]], list[Any]]:
+    """Selects the fast rows' items of a column (every row's, as a rule)."""
+    if len(rows) == count:
+        return lambda column: column
+    return lambda column: [column[i] for i in rows]
 
 
 def read_chunks(reader: ChunkReader, chunks: Sequence[Chunk]) -> list[ReadRows]:
@@ -218,7 +228,7 @@ def _within(read: ReadRows, start: int, end: int) -> ReadRows:
         key=read.key[first:last],
         match_id=read.match_id[first:last],
         mask=read.mask[first:last],
-        values=read.values[first:last],
+        values=[column[first:last] for column in read.values],
         display_keys=read.display_keys[start:end],
         problems={i - start: p for i, p in read.problems.items() if start <= i < end},
     )
@@ -256,11 +266,19 @@ def one_by_one(
     if not valid:
         return read._replace(display_keys=display, problems=problems)
     merged: list[tuple[int, str, int | None, int, tuple[Any, ...]]] = [
-        *zip(read.valid, read.key, read.match_id, read.mask, read.values, strict=True),
+        *zip(
+            read.valid,
+            read.key,
+            read.match_id,
+            read.mask,
+            zip(*read.values, strict=True),
+            strict=True,
+        ),
         *((i, p.key, p.match_id, p.mask, p.values) for i, p in valid.items()),
     ]
     merged.sort(key=lambda row: row[0])
-    valid_rows, keys, match_ids, masks, values = (list(c) for c in zip(*merged, strict=True))
+    valid_rows, keys, match_ids, masks, rows_values = (list(c) for c in zip(*merged, strict=True))
+    values = [list(column) for column in zip(*rows_values, strict=True)]
     return ReadRows(valid_rows, keys, match_ids, masks, values, display, problems)
 
 
@@ -271,11 +289,6 @@ def cells_text(cells: Cells, match: _Column, rows: ModelRowReader) -> pa.Array:
             column = cells.column(name)
             return _json_text(column, integer=True)[0] if cells.kind is CellKind.JSON else column
     raise LookupError(match.field)
-
-
-def keys_as_ids(values: pa.Array) -> list[int | None]:
-    ids: list[int | None] = pc.cast(values, pa.int64()).to_pylist()
-    return ids
 
 
 def _json_text(cells: pa.Array, *, integer: bool) -> tuple[pa.Array, Mask]:
@@ -293,8 +306,18 @@ def _json_text(cells: pa.Array, *, integer: bool) -> tuple[pa.Array, Mask]:
 
 
 def _true(values: pa.Array) -> Mask:
-    """Where a boolean column is true (null counts as false)."""
-    mask: Mask = pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+    """Where a boolean column is true (null counts as false).
+
+    From the bitmap itself: ``to_numpy`` on booleans goes through pandas'
+    machinery (and imports it on first use, a third of a second).
+    """
+    if values.null_count:
+        values = pc.fill_null(values, False)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    bits = np.frombuffer(values.buffers()[1], dtype=np.uint8)
+    start = values.offset
+    mask: Mask = np.unpackbits(bits, bitorder="little")[start : start + len(values)].view(bool)
     return mask
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -37,15 +38,14 @@ PYTHON_WHITESPACE = MODEL_WHITESPACE + "\x1c\x1d\x1e\x1f"
 
 
 @dataclass(frozen=True, slots=True)
-class ColumnPattern:
-    """Marks a validator of a str field with the column check that matches it.
+class ColumnCheck:
+    """Marks a validator of a str field with the column check that stands for it.
 
-    For ASCII values only: ``pattern`` (RE2) must match and no ``forbidden``
-    substring occur; non-ASCII values go to the model.
+    ``check`` takes the stripped values and says where they are certainly
+    valid (false where it cannot tell: the model decides those).
     """
 
-    pattern: str
-    forbidden: tuple[str, ...] = ()
+    check: Callable[[pa.StringArray], pa.BooleanArray]
 
 
 class Checked(typing.NamedTuple):
@@ -63,21 +63,18 @@ class Rule(typing.Protocol):
 class TextRule:
     min_length: int | None
     max_length: int | None
-    pattern: ColumnPattern | None = None
+    check_values: ColumnCheck | None = None
 
     def check(self, cells: pa.StringArray) -> Checked:
         values = pc.utf8_trim(cells, characters=MODEL_WHITESPACE)
-        valid = pc.is_valid(values)
         length = pc.utf8_length(values)
+        valid = pc.is_valid(values)
         if self.max_length is not None:
             valid = pc.and_(valid, pc.less_equal(length, self.max_length))
         if self.min_length is not None:
             valid = pc.and_(valid, pc.greater_equal(length, self.min_length))
-        if self.pattern is not None:
-            valid = pc.and_(valid, pc.string_is_ascii(values))
-            valid = pc.and_(valid, pc.match_substring_regex(values, self.pattern.pattern))
-            for forbidden in self.pattern.forbidden:
-                valid = pc.and_not(valid, pc.match_substring(values, forbidden))
+        if self.check_values is not None:
+            valid = pc.and_(valid, self.check_values.check(values))
         return Checked(valid, values)
 
 
@@ -89,7 +86,11 @@ class IntegerRule:
     le: int | None
 
     def check(self, cells: pa.StringArray) -> Checked:
-        valid = pc.match_substring_regex(cells, r"^(0|[1-9][0-9]{0,17})$")
+        # Kernels, not a regex: RE2 compiles its pattern on every call.
+        length = pc.utf8_length(cells)
+        valid = pc.and_(pc.string_is_ascii(cells), pc.utf8_is_digit(cells))
+        canonical = pc.or_(pc.equal(length, 1), pc.invert(pc.starts_with(cells, "0")))
+        valid = pc.and_(pc.and_(valid, canonical), pc.less_equal(length, 18))
         values = pc.cast(pc.if_else(valid, cells, None), pa.int64())
         if self.ge is not None:
             valid = pc.and_(valid, pc.greater_equal(values, self.ge))
@@ -115,7 +116,7 @@ def rule_for(field: FieldInfo) -> Rule | None:
     metadata = [*metadata, *field.metadata]
     if any(isinstance(m, BeforeValidator) for m in metadata):
         return None
-    patterns = [m for m in metadata if isinstance(m, ColumnPattern)]
+    patterns = [m for m in metadata if isinstance(m, ColumnCheck)]
     validators = [m for m in metadata if isinstance(m, AfterValidator)]
     if len(validators) > len(patterns):  # a validator no column check stands for
         return None

@@ -468,7 +468,7 @@ class BatchProcessor:
         for part, positions in rows:
             pick = _picker(part, positions)
             seqs = range(len(where), len(where) + len(positions))
-            heads = zip(
+            staged_rows += zip(
                 seqs,
                 repeat(part.account_id),
                 repeat(part.action_id),
@@ -476,8 +476,8 @@ class BatchProcessor:
                 repeat(part.op),
                 pick(part.rows.match_id),
                 pick(part.rows.mask),
+                *map(pick, part.rows.values),
             )
-            staged_rows += map(tuple.__add__, heads, pick(part.rows.values))
             where += zip(repeat(part), positions)
         query = sql.postgres(group.query)
         lost: _Round = []
@@ -522,8 +522,12 @@ class BatchProcessor:
         for part, positions in rows:
             if part.op in _CREATING:
                 pick = _picker(part, positions)
-                heads = zip(repeat(part.account_id), repeat(part.action_id), _row_nos(part, pick))
-                new_rows += map(tuple.__add__, heads, pick(part.rows.values))
+                new_rows += zip(
+                    repeat(part.account_id),
+                    repeat(part.action_id),
+                    _row_nos(part, pick),
+                    *map(pick, part.rows.values),
+                )
         record = await conn.fetchrow(sql.postgres(entity.insert_query), new_rows)
         inserted: dict[str, set[int]] = defaultdict(set)
         for action_id, row_no in zip(record["action_ids"], record["row_nos"], strict=True):
@@ -597,7 +601,7 @@ class BatchProcessor:
             codes="".join(result.codes),
             problems=result.problems,
             keys=result.keys or self._keys(chunk),
-            rows={i: chunk.rows.row(i) for i in result.problems},
+            rows=dict(zip(result.problems, chunk.rows.rows_at(list(result.problems)), strict=True)),
             processed_at=result.processed_at,
         )
 

@@ -44,6 +44,22 @@ _WORDS = st.sampled_from(
         "acme.com",
         "ü" * 100,
         "ü" * 101,
+        "@x.io",
+        "a@.io",
+        "a@b.c",
+        "a@b@c.io",
+        "a@b.io.",
+        "a" * 64 + "@x.io",
+        "a" * 65 + "@x.io",
+        "a@x",
+        "a\x01b@x.io",
+        "a.@x.io",
+        "a@b.c0",
+        "a@x.i\x1co",
+        "x@" + "d" * 250 + ".io",
+        "0",
+        "18446744073709551616",
+        "\u0661\u0662",
     ]
 )
 _TEXT = st.builds(lambda a, w, b: a + w + b, _SPACES, _WORDS, _SPACES)
@@ -77,7 +93,7 @@ def _columns(action: str, options: ActionOptions, cells: Cells) -> ReadRows:
     return ACTIONS[action].chunk_reader(ENTITIES["contact"], options).read(cells, {})
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=_rows(_TEXT), options=_OPTIONS, action=st.sampled_from(["upsert", "delete"]))
 def test_csv_rows_read_as_the_row_reader_reads_them(
     rows: list[dict[str, Any]], options: ActionOptions, action: str
@@ -87,7 +103,7 @@ def test_csv_rows_read_as_the_row_reader_reads_them(
     assert _columns(action, options, cells) == _one_by_one(action, options, cells)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=_rows(_JSON), options=_OPTIONS, action=st.sampled_from(["create", "update"]))
 def test_json_rows_read_as_the_row_reader_reads_them(
     rows: list[dict[str, Any]], options: ActionOptions, action: str
