@@ -151,6 +151,35 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scaling(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from ops.bench.scaling import AGENTS, run_scaling, scaling_table
+
+    if args.table:
+        # Reports of earlier runs: `bulkflow bench` JSON, or this command's.
+        reports = []
+        for path in args.table:
+            body = orjson.loads(path.read_bytes())
+            reports += body.get("runs", [body])
+        print(scaling_table(reports), end="")
+        return 0
+    if args.rows < args.accounts:
+        sys.exit(
+            "bulkflow bench-scaling: --rows must be at least --accounts (one file per account)"
+        )
+    asyncio.run(
+        run_scaling(
+            settings,
+            rows=args.rows,
+            accounts=args.accounts,
+            agents=args.agents or AGENTS,
+            out=args.out,
+        )
+    )
+    return 0
+
+
 def _chaos(settings: Settings, args: argparse.Namespace) -> int:
     from ops.bench.chaos import run_chaos
 
@@ -271,6 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", type=Path, help="write the report as JSON here")
     bench.set_defaults(handler=_bench)
+
+    scaling = commands.add_parser(
+        "bench-scaling", help="the bench with 1, 2 and 4 agent replicas, as one table"
+    )
+    scaling.add_argument("--rows", type=_positive, default=1_000_000, help="per run")
+    scaling.add_argument("--accounts", type=_positive, default=8, help="one CSV action per account")
+    scaling.add_argument(
+        "--agents",
+        type=_positive,
+        action="append",
+        help="replicas of one run (repeatable); default: 1, 2 and 4",
+    )
+    scaling.add_argument(
+        "--out", type=Path, help="write the reports as JSON here, and the table next to it (.md)"
+    )
+    scaling.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        metavar="REPORT",
+        help="run nothing: the table of these JSON reports (bench or bench-scaling)",
+    )
+    scaling.set_defaults(handler=_bench_scaling)
 
     chaos = commands.add_parser(
         "chaos", help="kill or stop each part during an action; check every count"

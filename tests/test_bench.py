@@ -56,10 +56,28 @@ def test_a_small_bench_run_reports_verified_numbers(
     # /proc/stat counts 10 ms ticks per core: a second's run may read a little over.
     assert 0 < cpu["busy_cores"] <= cpu["cores"] * 1.1
     per_row = cpu["us_per_row"]
-    assert set(per_row) == {*memory, "rest of the machine", "all"}
+    services = ("postgres", "kafka", "redis")  # the session's local services run here
+    assert set(per_row) == {*memory, *services, "rest of the machine", "all"}
     processes = [per_row[name] for name in memory]
     assert all(us > 0 for us in processes)  # every process did work for the rows
+    assert all(per_row[name] >= 0 for name in [*services, "rest of the machine"])
+    assert per_row["postgres"] > 0  # every row was written there
     assert per_row["all"] >= sum(processes) * 0.95  # the machine saw at least their work
+    components = cpu["components"]
+    assert list(components) == [
+        "api",
+        "agents",
+        "sink",
+        "bulkflow",
+        *services,
+        "rest of the machine",
+        "all",
+    ]
+    assert all(us >= 0 for us in components.values())
+    # Rounded to 0.1 us per part: the sum may differ by a tenth per part.
+    parts = [components[role] for role in ("api", "agents", "sink")]
+    assert abs(components["bulkflow"] - sum(parts)) <= 0.2
+    assert abs(components["bulkflow"] - sum(processes)) <= 0.2
 
 
 def test_two_replicas_survive_one_killed_and_one_started_mid_action(
@@ -72,6 +90,10 @@ def test_two_replicas_survive_one_killed_and_one_started_mid_action(
     assert (pipeline["replicas_killed"], pipeline["replicas_started"]) == (1, 1)
     assert 0 < pipeline["killed_at_fraction"] < 1
     assert len(pipeline["peak_memory_mb"]) == 5  # api, sink, two replicas, the new one
+    per_row = pipeline["cpu"]["us_per_row"]
+    replicas = [per_row[name] for name in pipeline["peak_memory_mb"] if name.startswith("agents")]
+    # The killed replica's CPU as last seen, the new one's since its start: all counted.
+    assert abs(pipeline["cpu"]["components"]["agents"] - sum(replicas)) <= 0.3
 
 
 def test_impossible_sizes_are_refused_before_anything_runs() -> None:

@@ -31,15 +31,21 @@ from bulkflow.database import connect_pool
 from bulkflow.settings import Settings
 from ingest_api.accounts import create_account, set_rows_per_minute
 from ops.bench import baselines
-from ops.bench.fleet import Fleet, machine_busy_seconds
+from ops.bench.fleet import Fleet, machine_busy_seconds, process_tree_cpu_seconds
 from ops.bench.isolation import UNLIMITED, drop_database, isolated_settings
 from ops.demo import bearer, upload_csv
+from ops.dev.local_services import Supervisor
 from ops.sample import SampleExpectation, write_contacts_csv
 
 POLL = 0.2  # seconds between progress looks
 LATENCY_ACTIONS = 20
 LATENCY_ROWS = 100
 KILL_AT = 1 / 3  # of the rows processed, when --kill-agent kills a replica
+#: The services whose CPU the bench names, when they run on this machine as
+#: `bulkflow services up` started them (their PIDs are in the state dir).
+SERVICES = ("postgres", "kafka", "redis")
+#: The roles whose processes are bulkflow's own CPU (issue 17's target is their sum).
+ROLES = ("api", "agents", "sink")
 
 
 class BenchFailed(RuntimeError):
@@ -70,9 +76,13 @@ class CpuUse:
     cores: int
     #: Average over the run, every process on the machine.
     busy_cores: float
-    #: Per bulkflow process, the rest of the machine (Postgres, Kafka, Redis,
-    #: this command) and all of it.
+    #: Per bulkflow process, per local service (Postgres, Kafka, Redis: the
+    #: server and every process it started), the rest of the machine (this
+    #: command, other work) and all of it. The parts add up to all.
     us_per_row: dict[str, float]
+    #: The same by component: agent replicas added up, and ``bulkflow`` =
+    #: api + agents + sink, bulkflow's own CPU per row.
+    components: dict[str, float]
 
 
 @dataclass
@@ -147,7 +157,10 @@ async def run_bench(
         naive = await baselines.naive(bench, paths)
         print(f"naive (executemany, 1,000 rows/tx): {naive:,.0f} rows/s")
         await baselines.reset(bench)
-        pipeline, small = await _pipeline(bench, workload, work, agents, kill_agent, latency)
+        services = _service_pids(settings)  # the bench's own settings name a state dir of its own
+        pipeline, small = await _pipeline(
+            bench, workload, work, agents, kill_agent, latency, services
+        )
         print(
             f"pipeline: {pipeline.rows_per_second:,.0f} rows/s, the machine busy "
             f"{pipeline.cpu.busy_cores} of {pipeline.cpu.cores} cores"
@@ -179,6 +192,16 @@ async def run_bench(
     return report
 
 
+def _service_pids(settings: Settings) -> dict[str, int]:
+    """The local services' server PIDs; a service that runs elsewhere is not named."""
+    supervisor = Supervisor(settings)
+    pids = {name: supervisor.pid(supervisor.service(name)) for name in SERVICES}
+    missing = [name for name, pid in pids.items() if pid is None]
+    if missing:
+        print(f"not on this machine's PID files, counted in the rest: {', '.join(missing)}")
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
 async def _ceiling(settings: Settings, paths: list[Path], when: str) -> float:
     """One ceiling measurement, leaving the table empty for what comes next."""
     rows_per_second = await baselines.ceiling(settings, paths)
@@ -194,6 +217,7 @@ async def _pipeline(
     agents: int,
     kill_agent: bool,
     latency: bool,
+    services: dict[str, int],
 ) -> tuple[PipelineResult, Latency | None]:
     async with (
         Fleet.running(settings, work, agents=agents) as fleet,
@@ -206,7 +230,7 @@ async def _pipeline(
             await set_rows_per_minute(pool, account.id, UNLIMITED)
             keys.append((account.id, account.api_key))
         chaos = _Chaos(fleet) if kill_agent else None
-        marks = await _run(client, fleet, workload, keys, chaos)
+        marks = await _run(client, fleet, workload, keys, chaos, services)
         await _verify(pool, client, workload, keys, marks["ids"])
         small = await _latency(client, keys[0][1]) if latency else None
         fleet.check_alive()
@@ -253,10 +277,12 @@ async def _run(
     workload: Workload,
     keys: list[tuple[str, str]],
     chaos: _Chaos | None,
+    services: dict[str, int],
 ) -> dict[str, Any]:
     """Upload every file at once and watch the actions while the uploads stream."""
     started = time.monotonic()
-    cpu_before, busy_before = fleet.cpu_seconds(), machine_busy_seconds()
+    cpu_before = {**fleet.cpu_seconds(), **_services_cpu(services)}
+    busy_before = machine_busy_seconds()
     marks: dict[str, Any] = {}
 
     async def upload() -> None:
@@ -291,7 +317,12 @@ async def _run(
                     await uploading
                     # Over the interval the CPU counters cover: from the start until now.
                     cpu = _cpu_use(
-                        fleet, cpu_before, busy_before, time.monotonic() - started, workload.rows
+                        fleet,
+                        services,
+                        cpu_before,
+                        busy_before,
+                        time.monotonic() - started,
+                        workload.rows,
                     )
                     return {**marks, "ids": [i for i, _ in ids], "done": now, "cpu": cpu}
             await asyncio.sleep(POLL)
@@ -299,20 +330,50 @@ async def _run(
         uploading.cancel()
 
 
+def _services_cpu(services: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each service's process tree; one that went away is left out."""
+    spent = {name: process_tree_cpu_seconds(pid) for name, pid in services.items()}
+    return {name: cpu for name, cpu in spent.items() if cpu is not None}
+
+
 def _cpu_use(
-    fleet: Fleet, before: dict[str, float], busy_before: float, seconds: float, rows: int
+    fleet: Fleet,
+    services: dict[str, int],
+    before: dict[str, float],
+    busy_before: float,
+    seconds: float,
+    rows: int,
 ) -> CpuUse:
     spent = {
         name: cpu - before.get(name, 0.0)  # a replica started mid-run: since its start
         for name, cpu in fleet.cpu_seconds().items()
     }
+    spent |= {
+        name: max(cpu - before[name], 0.0)
+        for name, cpu in _services_cpu(services).items()
+        if name in before
+    }
     busy = machine_busy_seconds() - busy_before
     spent["rest of the machine"] = max(busy - sum(spent.values()), 0.0)
     spent["all"] = busy
+    by_role = {
+        role: sum(cpu for name, cpu in spent.items() if name.split("#")[0] == role)
+        for role in ROLES
+    }
+    components = {
+        **by_role,
+        "bulkflow": sum(by_role.values()),
+        **{name: cpu for name, cpu in spent.items() if "#" not in name},
+    }
+
+    def per_row(cpu: dict[str, float]) -> dict[str, float]:
+        return {name: round(value / rows * 1e6, 1) for name, value in cpu.items()}
+
     return CpuUse(
         cores=os.cpu_count() or 1,
         busy_cores=round(busy / seconds, 2),
-        us_per_row={name: round(cpu / rows * 1e6, 1) for name, cpu in spent.items()},
+        us_per_row=per_row(spent),
+        components=per_row(components),
     )
 
 

@@ -89,12 +89,48 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _process_cpu_seconds(pid: int) -> float | None:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def process_tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds of a server and everything it started, alive or gone; None if it is gone.
+
+    A server's work is mostly done by its children (Postgres: a backend per
+    connection, its background workers): each live process's utime + stime,
+    plus cutime + cstime, the time of the children it has reaped (a backend
+    that closed during the run). A child that ends between the two reads is
+    missed or counted twice: at most one process's time, against a run's.
+    """
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+            # utime, stime, cutime, cstime
+            times[int(entry.name)] = sum(int(v) for v in fields[11:15]) / _TICKS
+    if root not in times:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the name, from the state on (the name may hold spaces)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def machine_busy_seconds() -> float:
