@@ -206,6 +206,12 @@ def _picker(rows: list[int], count: int) -> Callable[[list[Any]], list[Any]]:
     return lambda column: [column[i] for i in rows]
 
 
+def warm_up(reader: ChunkReader) -> None:
+    """Read a row once: pyarrow's first compute call imports pandas and more
+    (0.3-0.5 s of CPU), which belongs to a process's start, not its first batch."""
+    reader.read(Cells.from_records(["email"], [["warm@up.example"]]), {})
+
+
 def read_chunks(reader: ChunkReader, chunks: Sequence[Chunk]) -> list[ReadRows]:
     """Read chunks whose cells have the same columns at once; each chunk's rows."""
     if len(chunks) == 1:

@@ -17,7 +17,11 @@ import faust
 from bulkflow import constants
 from bulkflow.retry import persistently
 from bulkflow.settings import Settings
+from schemas.action import ACTIONS
+from schemas.column_reader import warm_up
+from schemas.entity import ENTITIES
 from schemas.messages import Chunk
+from schemas.options import ActionOptions
 from stream_agents.applier import Applier
 from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.sink import OutcomeSink
@@ -61,6 +65,7 @@ def create_app(settings: Settings, resources: AgentResources) -> faust.App:
         value_serializer="raw",
     )
     if resources.chunks is not None:
+        warm_up(ACTIONS["upsert"].chunk_reader(ENTITIES["contact"], ActionOptions()))
         _add_chunk_agent(app, settings, resources.chunks)
     if resources.sink is not None:
         _add_sink_agent(app, settings, resources.sink)
