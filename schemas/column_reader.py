@@ -12,7 +12,7 @@ compared without case. So the result is the row reader's, row for row.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import accumulate, pairwise
 from typing import Any, NamedTuple, Protocol
 
@@ -126,84 +126,65 @@ class ColumnReader:
         """The rows every rule vouched for, as the row reader would have read them."""
         assert match is not None
         entity, count = self._entity, len(cells)
-        picked = rows.tolist()
-        pick = _picker(picked, count)
         by_field = {c.field: c for c in columns if not c.is_custom}
-        written: list[list[Any]] = []
-        for field in entity.fields:
-            column = by_field.get(field)
-            written.append([None] * len(picked) if column is None else pick(_values(column)))
+        customs = [c for c in columns if c.is_custom]
+        if self._match_on == entity.identifier and entity.case_insensitive:
+            key = pc.utf8_lower(match.values)
+        else:
+            key = pc.cast(match.values, pa.string())
+        # Every column the statement needs, the fast rows taken out in one call.
+        arrays = {_KEY: key, **{f: _given_values(c) for f, c in by_field.items()}}
+        arrays |= {f"{_CUSTOM}{i}": _given_values(c) for i, c in enumerate(customs)}
+        if self._match_on == MATCH_ID:
+            arrays[_ID] = pc.cast(match.values, pa.int64())
+        picked = rows.tolist()
+        table = pa.RecordBatch.from_arrays(list(arrays.values()), names=list(arrays))
+        if len(picked) != count:
+            table = table.take(pa.array(picked, type=pa.int64()))
+        lists = {name: table.column(name).to_pylist() for name in arrays}
+        written = [lists.get(f) or [None] * len(picked) for f in entity.fields]
         mask = np.zeros(len(picked), dtype=np.int64)
         for column in by_field.values():
             mask += column.given[rows] * self._bits.get(column.field, 0)
-        customs = [c for c in columns if c.is_custom]
         if customs:
-            self._add_custom_fields(customs, rows, pick, written, mask)
-        if self._match_on == entity.identifier and entity.case_insensitive:
-            keys = pick(pc.utf8_lower(match.values).to_pylist())
-        else:
-            keys = pick(pc.cast(match.values, pa.string()).to_pylist())
+            names = [c.field for c in customs]
+            custom = _custom_fields(names, [lists[f"{_CUSTOM}{i}"] for i in range(len(names))])
+            given = np.fromiter((v is not None for v in custom), bool, len(custom))
+            if given.any():
+                mask += given * self._bits["custom_fields"]
+                written[entity.fields.index("custom_fields")] = custom
         shown = pc.utf8_trim(cells_text(cells, match, self._rows), characters=PYTHON_WHITESPACE)
-        display = shown.to_pylist() if len(picked) == count else [""] * count
-        if len(picked) != count:
-            every = shown.to_pylist()
-            for index in picked:
-                display[index] = every[index]
-        match_ids: list[int | None] = (
-            pick(pc.cast(match.values, pa.int64()).to_pylist())
-            if self._match_on == MATCH_ID
-            else [None] * len(picked)
-        )
         return ReadRows(
             valid=picked,
-            key=keys,
-            match_id=match_ids,
+            key=lists[_KEY],
+            match_id=lists.get(_ID) or [None] * len(picked),
             mask=mask.tolist(),
             values=written,
-            display_keys=display,
+            display_keys=shown.to_pylist(),  # a slow row's is set when it is read
             problems={},
         )
 
-    def _add_custom_fields(
-        self,
-        customs: list[_Column],
-        rows: npt.NDArray[Any],
-        pick: Callable[[list[Any]], list[Any]],
-        written: list[list[Any]],
-        mask: npt.NDArray[np.int64],
-    ) -> None:
-        """Unmapped columns into each row's custom_fields (only rows that give one)."""
-        given = np.zeros(len(rows), dtype=bool)
-        for column in customs:
-            given |= column.given[rows]
-        if not given.any():
-            return
-        mask += given * self._bits["custom_fields"]
-        names = [c.field for c in customs]
-        values = [pick(_values(c)) for c in customs]
-        target = written[self._entity.fields.index("custom_fields")]
-        for position in np.flatnonzero(given).tolist():
-            target[position] = {
-                name: column[position]
-                for name, column in zip(names, values, strict=True)
-                if column[position] is not None
-            }
+
+#: Names of the columns _fast takes besides the fields (no field name starts with NUL).
+_KEY, _ID, _CUSTOM = "\x00key", "\x00id", "\x00custom"
 
 
-def _values(column: _Column) -> list[Any]:
-    """The column's values as Python objects, None where the row gives none."""
-    values = column.values
-    if not column.given.all():
-        values = pc.if_else(pa.array(column.given), values, None)
-    found: list[Any] = values.to_pylist()
-    return found
+def _custom_fields(names: list[str], columns: list[list[Any]]) -> list[dict[str, Any] | None]:
+    """Each row's custom fields: the unmapped columns it gives (None: it gives none)."""
+    if len(names) == 1:
+        [name], [values] = names, columns
+        return [None if value is None else {name: value} for value in values]
+    return [
+        {n: v for n, v in zip(names, row, strict=True) if v is not None} or None
+        for row in zip(*columns, strict=True)
+    ]
 
 
-def _picker(rows: list[int], count: int) -> Callable[[list[Any]], list[Any]]:
-    """Selects the fast rows' items of a column (every row's, as a rule)."""
-    if len(rows) == count:
-        return lambda column: column
-    return lambda column: [column[i] for i in rows]
+def _given_values(column: _Column) -> pa.Array:
+    """The column's values, null where the row gives none."""
+    if column.given.all():
+        return column.values
+    return pc.if_else(pa.array(column.given), column.values, None)
 
 
 def warm_up(reader: ChunkReader) -> None:
