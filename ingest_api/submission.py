@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from starlette.requests import ClientDisconnect
 
@@ -96,17 +98,34 @@ def _check_json_columns(
         raise ValidationFailed("rows give a field more than once", problems[:20])
 
 
-def _check_row_sizes(rows: list[JsonRow]) -> None:
-    """Refuse rows too large to travel as a message of their own, before anything is queued."""
-    sizes = [len(orjson.dumps(row)) for row in rows]
-    if max(sizes, default=0) <= constants.MAX_ROW_BYTES:
+def _check_row_sizes(cells: Cells) -> None:
+    """Refuse rows too large to travel as a message of their own, before anything is queued.
+
+    A row's size is what ``orjson.dumps(row)`` would take, to the byte, summed
+    from its cells (each one the JSON text of a value): no row is encoded
+    again just to be measured.
+    """
+    sizes = _json_sizes(cells)
+    if (pc.max(sizes).as_py() or 0) <= constants.MAX_ROW_BYTES:
         return
-    too_large = [index for index, size in enumerate(sizes) if size > constants.MAX_ROW_BYTES]
+    too_large = pc.indices_nonzero(pc.greater(sizes, constants.MAX_ROW_BYTES)).to_pylist()
     raise PayloadTooLarge(
         f"{len(too_large)} rows exceed {constants.MAX_ROW_BYTES} bytes each",
         {"limit_bytes": constants.MAX_ROW_BYTES, "rows": too_large[:20]},
         code="row_too_large",
     )
+
+
+def _json_sizes(cells: Cells) -> pa.Array:
+    """Each row's ``orjson.dumps`` size: ``{}``, ``"name":value`` per cell, commas between."""
+    total = pa.repeat(pa.scalar(0, pa.int64()), len(cells))
+    for name in cells.names:
+        # The name's JSON text, a colon and a comma, for each cell the row gives.
+        overhead = len(orjson.dumps(name)) + 2
+        given = pc.add(pc.binary_length(cells.column(name)), overhead)
+        total = pc.add(total, pc.fill_null(given, 0))
+    # Braces, less the last cell's comma; a row without cells is "{}".
+    return pc.if_else(pc.equal(total, 0), 2, pc.add(total, 1))
 
 
 class Submitter:
@@ -141,8 +160,10 @@ class Submitter:
         callback_url: str | None = None,
     ) -> Created:
         check_options(entity, action, options)
-        _check_row_sizes(rows)
-        columns = list(dict.fromkeys(key for row in rows for key in row))
+        # The request's rows become columns once; its chunks are slices of them.
+        cells = Cells.from_rows(rows)
+        _check_row_sizes(cells)
+        columns = cells.names
         _check_json_columns(entity, action, options, columns, rows)
         await self._check_callback(account_id, callback_url)
         created = await self._store.create(
@@ -161,7 +182,7 @@ class Submitter:
             return created
         record = created.record
         blocks = (
-            RowBlock(first_row_no=start + 1, rows=rows[start : start + constants.ROWS_PER_CHUNK])
+            RowBlock(start + 1, cells.slice(start, start + constants.ROWS_PER_CHUNK))
             for start in range(0, len(rows), constants.ROWS_PER_CHUNK)
         )
         await self._publish(record, options, _aiter(blocks))
@@ -306,13 +327,16 @@ def cut(
     pending = [block]
     while pending:
         piece = pending.pop()
+        # Unpacked, the columns bound what an agent holds of the chunk: a piece
+        # over the target is halved without being encoded. Encoded, it is
+        # compressed but carries its fields and problems too: measured again.
+        if piece.rows.batch.nbytes > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
+            pending += _halves(piece)[::-1]
+            continue
         chunk = make(chunk_no, piece)
         encoded = chunk.to_bytes()
-        # Its size unpacked too: what an agent holds of it, however well it compresses.
-        size = max(len(encoded), chunk.rows.batch.nbytes)
-        if size > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
-            first, second = _halves(piece)
-            pending += [second, first]
+        if len(encoded) > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
+            pending += _halves(piece)[::-1]
             continue
         if len(encoded) > constants.MAX_ROW_BYTES:
             chunk = make(chunk_no, _too_large(piece, len(encoded)))
@@ -327,12 +351,12 @@ def _halves(block: RowBlock) -> tuple[RowBlock, RowBlock]:
     return (
         RowBlock(
             block.first_row_no,
-            block.rows[:cut_at],
+            block.rows.slice(0, cut_at),
             {i: p for i, p in broken.items() if i < cut_at},
         ),
         RowBlock(
             block.first_row_no + cut_at,
-            block.rows[cut_at:],
+            block.rows.slice(cut_at, len(block.rows)),
             {i - cut_at: p for i, p in broken.items() if i >= cut_at},
         ),
     )
@@ -343,7 +367,7 @@ def _too_large(block: RowBlock, size: int) -> RowBlock:
         "row_too_large",
         f"the row takes {size} bytes; a row may take at most {constants.MAX_ROW_BYTES}",
     )
-    return RowBlock(block.first_row_no, [{}], {0: problem})
+    return RowBlock(block.first_row_no, Cells.from_rows([{}]), {0: problem})
 
 
 def _check_header(entity: str, action: str, options: ActionOptions, header: list[str]) -> None:
@@ -369,7 +393,7 @@ def _chunk(record: asyncpg.Record, options: ActionOptions, chunk_no: int, block:
         action=record["action"],
         chunk_no=chunk_no,
         first_row_no=block.first_row_no,
-        rows=Cells.from_rows(block.rows),
+        rows=block.rows,
         options=options.model_dump(mode="json"),
         broken=block.broken,
     )
