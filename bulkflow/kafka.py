@@ -25,9 +25,15 @@ log = logging.getLogger(__name__)
 _STOP_TIMEOUT = 10.0  # seconds a replaced producer gets to stop
 #: aiokafka's default; the agents' sends are retried after it anyway.
 _PATIENCE = 40.0
+#: Kafka's codec for a producer's batches unless it says otherwise. lz4: JSON
+#: (outcomes, dead letters) shrinks 3-5x for a few percent of a core; the
+#: broker keeps the batches as they come and consumers decompress.
+LZ4 = "lz4"
 
 
-async def _started(settings: Settings, patience: float) -> AIOKafkaProducer:
+async def _started(
+    settings: Settings, patience: float, compression: str | None
+) -> AIOKafkaProducer:
     """acks=all + idempotence: an acknowledged message is on the broker exactly once.
 
     A message waits up to ``patience`` seconds for the broker (aiokafka's
@@ -39,9 +45,7 @@ async def _started(settings: Settings, patience: float) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,  # ms: lets a burst of chunks share requests
         max_request_size=constants.MAX_MESSAGE_BYTES,
-        # lz4: JSON rows shrink 3-5x for a few percent of a core; the broker
-        # keeps the batches as they come and consumers decompress.
-        compression_type="lz4",
+        compression_type=compression,
         request_timeout_ms=int(patience * 1000),
     )
     await producer.start()
@@ -59,19 +63,29 @@ class Producer:
     still gets the error; later sends go through a fresh producer.
     """
 
-    def __init__(self, settings: Settings, started: AIOKafkaProducer, patience: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        started: AIOKafkaProducer,
+        patience: float,
+        compression: str | None = LZ4,
+    ) -> None:
         self._settings = settings
         self._current = started
         self._patience = patience
+        self._compression = compression
         self._replacing = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, patience: float = _PATIENCE
+        cls, settings: Settings, *, patience: float = _PATIENCE, compression: str | None = LZ4
     ) -> AsyncIterator[Producer]:
-        """A started producer; ``patience``: seconds a send waits for an unreachable broker."""
-        producer = cls(settings, await _started(settings, patience), patience)
+        """A started producer; ``patience``: seconds a send waits for an unreachable broker;
+        ``compression``: Kafka's codec for its batches (None: sent as they are)."""
+        producer = cls(
+            settings, await _started(settings, patience, compression), patience, compression
+        )
         try:
             yield producer
         finally:
@@ -103,7 +117,7 @@ class Producer:
             if failed is not self._current:
                 return  # another failed send replaced it already
             log.warning("replacing the Kafka producer after %r", exc)
-            self._current = await _started(self._settings, self._patience)
+            self._current = await _started(self._settings, self._patience, self._compression)
         try:
             await asyncio.wait_for(failed.stop(), _STOP_TIMEOUT)
         except (KafkaError, TimeoutError):
