@@ -308,7 +308,8 @@ class CsvReader:
                     len(record) <= width
                     # A record no longer than a field cannot hold a field too long.
                     and (used <= max_field or max(map(len, record)) <= max_field)
-                    and not _has_invalid_bytes("".join(record))
+                    # isascii() first: most rows, and no call for them.
+                    and ((text := "".join(record)).isascii() or not _has_invalid_bytes(text))
                 ):
                     if len(record) < width:  # fewer fields than the header are fine
                         record += absent[len(record) :]
