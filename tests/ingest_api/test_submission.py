@@ -7,11 +7,13 @@ from typing import Any
 
 import hypothesis.strategies as st
 import orjson
+import pytest
 from hypothesis import given, settings
 
 from bulkflow import constants
 from ingest_api.csv_reader import RowBlock
-from ingest_api.submission import _json_sizes, cut
+from ingest_api.errors import PayloadTooLarge
+from ingest_api.submission import _chunk_cells, _json_sizes, cut
 from schemas.cells import Cells
 from schemas.messages import Chunk, RowProblem
 
@@ -69,3 +71,15 @@ def test_a_single_row_over_the_limit_fails_alone_without_its_values() -> None:
     assert list(chunk.rows) == [{}]
     assert chunk.broken[0].reason == "row_too_large"
     assert chunk.first_row_no == 7
+
+
+def test_rows_too_large_are_refused_by_their_index_in_the_request() -> None:
+    huge = "h" * constants.MAX_ROW_BYTES
+    rows: list[dict[str, Any]] = [{"email": f"r{i}@x.io"} for i in range(1_200)]
+    for index in (3, 700, 1_100):
+        rows[index]["notes"] = huge
+    rows[701]["notes"] = huge[: constants.MAX_ROW_BYTES - len('{"email":"r701@x.io","notes":""}')]
+    with pytest.raises(PayloadTooLarge) as raised:
+        _chunk_cells(rows)
+    assert raised.value.details == {"limit_bytes": constants.MAX_ROW_BYTES, "rows": [3, 700, 1_100]}
+    assert len(orjson.dumps(rows[701])) == constants.MAX_ROW_BYTES  # at the limit: accepted
