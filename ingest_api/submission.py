@@ -359,9 +359,9 @@ def cut(
     pending = [block]
     while pending:
         piece = pending.pop()
-        # Unpacked, the columns bound what an agent holds of the chunk: a piece
-        # over the target is halved without being encoded. Encoded, it is
-        # compressed but carries its fields and problems too: measured again.
+        # The columns' size bounds what an agent holds of the chunk: a piece
+        # over the target is halved without being encoded. The message also
+        # carries the chunk's fields and problems: its size is checked too.
         if piece.rows.batch.nbytes > constants.CHUNK_TARGET_BYTES and len(piece.rows) > 1:
             pending += _halves(piece)[::-1]
             continue
