@@ -1,10 +1,12 @@
 """Writes outcome messages to ClickHouse, one insert per batch of messages.
 
-The messages go in as they came (JSONEachRow lines of ``outcome_batches``);
-a materialized view expands each into one ``row_outcomes`` row per input row,
-so the sink does no per-row work. Redelivered messages insert identical rows,
-which the table's ReplacingMergeTree collapses: the sink needs no state of its
-own. Nothing is dropped:
+The messages go in as they came: each holds the outcomes of one or more
+chunks, a JSONEachRow line of ``outcome_batches`` per chunk
+(:mod:`stream_agents.outcomes`); a materialized view expands each line into
+one ``row_outcomes`` row per input row, so the sink does no per-row work.
+Redelivered messages insert identical rows, which the table's
+ReplacingMergeTree collapses: the sink needs no state of its own. Nothing
+is dropped:
 
 - while ClickHouse does not answer, the batch waits for it, however long
   (the batch is acknowledged only when ``write`` returns);
@@ -123,8 +125,10 @@ def _inserts(messages: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
 
 
 def _decodes(message: bytes) -> bool:
+    """Whether every line of the message is an outcome batch (orjson escapes newlines)."""
     try:
-        uuid.UUID(OutcomeBatch.from_bytes(message).action_id)
+        for line in message.split(b"\n"):
+            uuid.UUID(OutcomeBatch.from_bytes(line).action_id)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return False
     return True
