@@ -31,6 +31,10 @@ from schemas.messages import OutcomeBatch
 
 #: Room for a record's key and framing within the broker's message limit.
 _ENVELOPE = 64 * 1024
+#: Kafka's codec for outcome messages. aiokafka's lz4 is LZ4-HC (level 9): on
+#: outcome lines it took 0.46 us of the agents' CPU per row for 5.3x; zstd at
+#: its default level takes 0.08 us for 9x, and undoing it in the sink 0.05.
+_COMPRESSION = "zstd"
 
 
 class OutcomePublisher:
@@ -41,7 +45,7 @@ class OutcomePublisher:
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[OutcomePublisher]:
-        async with Producer.open(settings) as producer:
+        async with Producer.open(settings, compression=_COMPRESSION) as producer:
             yield cls(producer, settings.topic(constants.OUTCOMES_TOPIC))
 
     async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
