@@ -89,7 +89,8 @@ CONSUMER_LAG = Gauge(
 # --- sink ------------------------------------------------------------------------
 
 SINK_MESSAGES = Counter(
-    "bulkflow_sink_messages", "Outcome messages written to ClickHouse by the sink"
+    "bulkflow_sink_messages",
+    "Chunks' outcomes (a JSON line each of an outcome message) written to ClickHouse by the sink",
 )
 SINK_INSERT_SECONDS = Histogram(
     "bulkflow_sink_insert_seconds",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import cast
 
 import orjson
@@ -15,7 +16,7 @@ from bulkflow.settings import Settings
 from schemas.messages import OutcomeBatch, RowProblem
 from stream_agents import dead_letters
 from stream_agents.dead_letters import DeadLetterQueue
-from stream_agents.outcomes import messages
+from stream_agents.outcomes import grouped, messages
 from stream_agents.sink import OutcomeSink
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +133,49 @@ async def test_wide_outcomes_are_split_into_messages_that_expand_to_the_same_row
     problems = await clickhouse.rows("action_problem_rows", {**page, "outcomes": ["failed"]})
     assert [row[0] for row in problems] == list(range(1, 301))
     assert [orjson.loads(row[4]) for row in problems] == list(wide.values())
+
+
+async def test_an_accounts_chunks_travel_as_one_message_that_expands_to_every_row(
+    clickhouse: ClickHouse,
+) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    batches = [batch(first, 0), replace(batch(second, 0), account_id="other"), batch(first, 1)]
+    sent = list(grouped(batches))
+    assert [(key, message.count(b"\n") + 1) for key, message in sent] == [
+        (b"acme", 2),
+        (b"other", 1),
+    ]
+    assert await sink_of(clickhouse).write([message for _, message in sent]) == 2
+    rows = await clickhouse.rows("action_stats", {"account_id": "acme", "action_id": first})
+    assert sum(count for *_, count in rows) == 6
+    rows = await clickhouse.rows("action_stats", {"account_id": "other", "action_id": second})
+    assert sum(count for *_, count in rows) == 3
+
+
+def test_grouped_messages_stay_within_the_target_and_keep_every_line_in_order() -> None:
+    action_id = str(uuid.uuid4())
+    wide = {"email": "bad", "note": "x" * 10_000}
+    batches = [replace(batch(action_id, n), rows={1: wide, 2: wide}) for n in range(100)]
+    sent = list(grouped(batches))
+    assert len(sent) > 1
+    assert all(len(message) <= constants.OUTCOME_TARGET_BYTES for _, message in sent)
+    lines = [line for _, message in sent for line in message.split(b"\n")]
+    assert [OutcomeBatch.from_bytes(line) for line in lines] == [
+        OutcomeBatch.from_bytes(b.to_bytes()) for b in batches
+    ]
+
+
+async def test_a_message_with_a_line_clickhouse_refuses_is_dead_lettered_whole(
+    clickhouse: ClickHouse, isolated: Settings
+) -> None:
+    action_id = str(uuid.uuid4())
+    good = batch(action_id, 0).to_bytes()
+    refused = orjson.dumps({**orjson.loads(good), "first_row_no": "not a number"})
+    mixed = b"\n".join([batch(action_id, 1).to_bytes(), refused])
+    async with Producer.open(isolated) as producer:
+        letters = DeadLetterQueue(producer, isolated.topic(constants.DEAD_LETTERS_TOPIC))
+        sink = OutcomeSink(clickhouse, letters, "outcomes", interval=0)
+        assert await sink.write([good, mixed]) == 1
+    rows = await clickhouse.rows("action_stats", {"account_id": "acme", "action_id": action_id})
+    assert sum(count for *_, count in rows) == 3
+    assert [letter.raw for letter in await dead_letters.list_pending(isolated)] == [mixed]
