@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -158,7 +157,8 @@ def _strings(values: Sequence[str | None]) -> pa.StringArray:
         if len(data) == len(text)
         else (len(v.encode()) for v in values)  # type: ignore[union-attr]
     )
-    offsets = np.fromiter(accumulate(sizes, initial=0), dtype=np.int32, count=count + 1)
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(sizes, dtype=np.int32, count=count), out=offsets[1:])
     nulls = -1 if valid is not None else 0
     return pa.StringArray.from_buffers(
         count, pa.py_buffer(offsets), pa.py_buffer(data), valid, nulls

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
@@ -712,14 +713,17 @@ def _same_run(one: Chunk, other: Chunk) -> bool:
     )
 
 
-def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], list[T]]:
+def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], Sequence[T]]:
     """Selects a round's rows of a part from one of its columns."""
     if len(positions) == len(part.rows.valid):
         return lambda column: column
-    return lambda column: [column[p] for p in positions]
+    if len(positions) == 1:
+        [position] = positions
+        return lambda column: [column[position]]
+    return itemgetter(*positions)  # a tuple of them, picked in C
 
 
-def _row_nos(part: _Part, pick: Callable[[list[int]], list[int]]) -> list[int]:
+def _row_nos(part: _Part, pick: Callable[[list[int]], Sequence[int]]) -> list[int]:
     first = part.first_row_no
     return [first + index for index in pick(part.rows.valid)]
 
