@@ -65,6 +65,10 @@ class RowProblem:
         return cls(str(value[0]), str(value[1]), int(value[2]))
 
 
+class UndecodableChunk(ValueError):
+    """Bytes that are not a chunk (of this version or an earlier one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Consecutive rows of one bulk action; row ``i`` has ``row_no = first_row_no + i``."""
@@ -112,6 +116,16 @@ class Chunk:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Chunk:
+        """The chunk these bytes encode; :class:`UndecodableChunk` if they encode none."""
+        try:
+            return cls._decode(data)
+        # StopIteration too: a stream with a schema but no batch. Escaping a
+        # coroutine it would become a RuntimeError no caller expects.
+        except (ValueError, TypeError, KeyError, AttributeError, StopIteration) as exc:
+            raise UndecodableChunk(f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _decode(cls, data: bytes) -> Chunk:
         if data[:1] == b"{":  # a JSON chunk, as bulkflow published them before Arrow
             return cls._from_json(orjson.loads(data))
         batch = pa.ipc.open_stream(data).read_next_batch()

@@ -20,7 +20,7 @@ from bulkflow.settings import Settings
 from schemas.action import ACTIONS
 from schemas.column_reader import warm_up
 from schemas.entity import ENTITIES
-from schemas.messages import Chunk
+from schemas.messages import Chunk, UndecodableChunk
 from schemas.options import ActionOptions
 from stream_agents.applier import Applier
 from stream_agents.dead_letters import DeadLetterQueue
@@ -110,7 +110,7 @@ async def handle_chunks(values: Sequence[bytes], handler: ChunkHandler) -> None:
     for value in values:
         try:
             chunks.append(Chunk.from_bytes(value))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except UndecodableChunk as exc:
             log.error("dead-lettering a chunk message that cannot be decoded: %r", exc)
             await handler.dead_letters.send_undecodable(handler.topic, value, exc)
     if not chunks:

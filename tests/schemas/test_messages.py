@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from schemas.messages import Chunk, OutcomeBatch, RowProblem
+import pyarrow as pa
+import pytest
+
+from schemas.messages import Chunk, OutcomeBatch, RowProblem, UndecodableChunk
 
 
 def test_a_chunk_round_trips() -> None:
@@ -37,3 +40,27 @@ def test_an_outcome_batch_round_trips() -> None:
     )
 
     assert OutcomeBatch.from_bytes(batch.to_bytes()) == batch
+
+
+def test_bytes_that_are_no_chunk_are_refused_with_one_error_type() -> None:
+    # One error type, so the agents dead-letter every kind of bad message: a stream
+    # with a schema but no batch raised StopIteration, which a coroutine turns into
+    # a RuntimeError nothing catches.
+    good = Chunk("a", "acct", "contact", "upsert", 0, 1, [{"email": "a@x.io"}]).to_bytes()
+    schema_only = pa.BufferOutputStream()
+    pa.ipc.new_stream(schema_only, pa.schema([("email", pa.string())])).close()
+    batch = pa.RecordBatch.from_arrays([pa.array(["a@x.io"])], names=["email"])
+    no_header = pa.BufferOutputStream()
+    with pa.ipc.new_stream(no_header, batch.schema) as writer:
+        writer.write_batch(batch)
+    for data in (
+        b"",
+        b"\x00garbage",
+        good[: len(good) // 2],
+        schema_only.getvalue().to_pybytes(),
+        no_header.getvalue().to_pybytes(),
+        b"{not json",
+        b'{"action_id": "x"}',
+    ):
+        with pytest.raises(UndecodableChunk):
+            Chunk.from_bytes(data)
