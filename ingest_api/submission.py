@@ -147,15 +147,6 @@ def _json_sizes(cells: Cells) -> pa.Array:
     return pc.if_else(pc.equal(total, 0), 2, pc.add(total, 1))
 
 
-def warm_up_columns() -> None:
-    """Pay Arrow's one-time set-up when the process starts, not in its first upload.
-
-    pyarrow's first conversion of Python values imports pandas (to tell its
-    objects apart): 0.15-0.25 s of CPU, which the first request would wait for.
-    """
-    Cells.from_records(["column"], [["value"]])
-
-
 class Submitter:
     def __init__(
         self, store: ActionStore, producer: ChunkProducer, *, webhook_allow_private: bool = False

@@ -39,7 +39,7 @@ from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits, address_rates
 from ingest_api.routes import ApiResources
 from ingest_api.scheduler import Scheduler
-from ingest_api.submission import Submitter, warm_up_columns
+from ingest_api.submission import Submitter
 from ingest_api.uploads import UploadReaper
 from ingest_api.webhooks import WebhookDeliverer
 from stream_agents.app import AgentResources, ChunkHandler
@@ -136,7 +136,6 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
                 addresses=address_rates(settings),
             )
             producer = await stack.enter_async_context(ChunkProducer.start(settings))
-            warm_up_columns()
             store = ActionStore(pool)
             live = await stack.enter_async_context(
                 ChangeStream(settings.postgres_dsn.get_secret_value(), LiveHub(pool)).running()

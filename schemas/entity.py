@@ -170,13 +170,9 @@ class ModelRowReader:
         """Apply the mapping, empty-value rules and custom-field routing."""
         fields: dict[str, Any] = {}
         custom: dict[str, Any] = {}
-        routes, ignore_empty, clear_token = self._routes, self._ignore_empty, self._clear_token
+        ignore_empty, clear_token = self._ignore_empty, self._clear_token
         for column, value in row.items():
-            route = (
-                routes[column]
-                if column in routes
-                else routes.setdefault(column, self._route(column))
-            )
+            route = self.route(column)
             if route is None:
                 continue
             if type(value) is str:
