@@ -15,17 +15,14 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 import uvicorn
 from clickhouse_connect.driver.exceptions import OperationalError
-from faust.contrib.asgi import faust_app_running
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp
 
 from bulkflow import constants, metrics
-from bulkflow.background import background
 from bulkflow.clickhouse import ClickHouse, ClickHouseUnavailable
 from bulkflow.clickhouse_front import EngineFront, create_front, front_client_url, front_password
 from bulkflow.database import connect_pool
 from bulkflow.http_timeouts import BodyIdleTimeout, with_header_timeout
-from bulkflow.kafka import Producer
 from bulkflow.rate_limit import Rate, TokenBucket
 from bulkflow.settings import Role, Settings
 from bulkflow.topics import ensure_topics
@@ -38,20 +35,9 @@ from ingest_api.publisher import ChunkProducer
 from ingest_api.reports import Reports
 from ingest_api.request_limits import RequestLimits, address_rates
 from ingest_api.routes import ApiResources
-from ingest_api.scheduler import Scheduler
 from ingest_api.submission import Submitter
 from ingest_api.uploads import UploadReaper
 from ingest_api.webhooks import WebhookDeliverer
-from stream_agents.app import AgentResources, ChunkHandler
-from stream_agents.app import create_app as create_agents
-from stream_agents.applier import Applier
-from stream_agents.backlog import BacklogDrainer
-from stream_agents.batch import BatchProcessor
-from stream_agents.dead_letters import DeadLetterQueue
-from stream_agents.gauges import sample_forever
-from stream_agents.outcomes import OutcomePublisher
-from stream_agents.sink import OutcomeSink
-from stream_agents.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -66,40 +52,10 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             assert clickhouse is not None
             await clickhouse.apply_migrations()
         if {"agents", "sink"} & set(roles):
-            chunks = None
-            if "agents" in roles:
-                redis = Redis.from_url(settings.redis_url.get_secret_value())
-                stack.push_async_callback(redis.aclose)
-                throttle = Throttle(
-                    pool, TokenBucket(redis, constants.ROWS_BUCKET_PREFIX), settings.rows_per_minute
-                )
-                dead_letters = await _dead_letters(stack, settings)
-                applier = Applier(
-                    BatchProcessor(pool, dead_letters),
-                    await stack.enter_async_context(OutcomePublisher.start(settings)),
-                )
-                chunks = ChunkHandler(
-                    applier=applier,
-                    throttle=throttle,
-                    dead_letters=dead_letters,
-                    topic=settings.topic(constants.CHUNKS_TOPIC),
-                )
-                drainer = BacklogDrainer(pool, throttle, applier)
-                await stack.enter_async_context(drainer.running())
-                producer = await stack.enter_async_context(ChunkProducer.start(settings))
-                await stack.enter_async_context(Scheduler(pool, producer).running())
-            sink = None
-            if "sink" in roles:
-                assert clickhouse is not None
-                sink = OutcomeSink(
-                    clickhouse,
-                    await _dead_letters(stack, settings),
-                    settings.topic(constants.OUTCOMES_TOPIC),
-                )
-            faust_app = create_agents(settings, AgentResources(chunks=chunks, sink=sink))
-            await stack.enter_async_context(faust_app_running(faust_app))
-            gauges = sample_forever(faust_app, pool if chunks is not None else None)
-            await stack.enter_async_context(background(gauges, name="gauges"))
+            # Imported here: a process without these roles never loads them.
+            from ops.stream_roles import start_stream_roles
+
+            await start_stream_roles(stack, settings, pool, clickhouse, roles)
         if {"api", "agents"} & set(roles):
             # Any process that survives an API process's death ends its uploads.
             await stack.enter_async_context(UploadReaper(pool).running())
@@ -174,11 +130,6 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
             await _serve_http(front_app, "127.0.0.1", settings.embedded_clickhouse_port, settings)
         else:
             await _until_signalled()
-
-
-async def _dead_letters(stack: AsyncExitStack, settings: Settings) -> DeadLetterQueue:
-    producer = await stack.enter_async_context(Producer.open(settings))
-    return DeadLetterQueue(producer, settings.topic(constants.DEAD_LETTERS_TOPIC))
 
 
 async def _open_clickhouse(
