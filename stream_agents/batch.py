@@ -8,8 +8,9 @@ One transaction per batch:
 3. stage the valid rows and apply them with the entity's one-statement SQL
    (rows repeating a key within the batch: same action -> skipped as
    ``duplicate``; another action -> a later round, keeping submission order),
-   new rows first through the entity's insert fast path; a batch goes in parts,
-   the next part validated while Postgres applies the previous one;
+   new rows first through the entity's insert fast path; a batch goes in parts:
+   the rows after the first part are validated while Postgres applies it, and
+   each part is staged while Postgres applies the previous one;
 4. record the chunks in the ledger and add their counts to their actions.
 
 Nothing is half-applied because nothing commits until step 4. While Postgres
@@ -315,19 +316,29 @@ class BatchProcessor:
         isolate: bool,
     ) -> dict[ChunkKey, ChunkResult]:
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
-        reads = self._read(chunks, states, results)
+        if not chunks:
+            return results
+        parts = [
+            chunks[start : start + constants.STATEMENT_CHUNKS]
+            for start in range(0, len(chunks), constants.STATEMENT_CHUNKS)
+        ]
         # Parts in order, each part's rows staged (Python) while Postgres
         # applies the previous part's (same connection, same transaction):
-        # the two run on different cores.
+        # the two run on different cores. Reading is split the same way, in
+        # two calls rather than one per part (a column kernel's cost is mostly
+        # per call): the first part's rows, then the rest of the batch's while
+        # Postgres applies the first part.
+        reads = self._read(parts[0], states, results)
         writing: asyncio.Task[None] | None = None
         try:
-            for start in range(0, len(chunks), constants.STATEMENT_CHUNKS):
-                part = chunks[start : start + constants.STATEMENT_CHUNKS]
+            for number, part in enumerate(parts):
                 staged = self._stage(part, reads)
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(self._write(conn, staged, results, isolate))
                 await asyncio.sleep(0)  # let it send its statement before the next part
+                if number == 0 and len(parts) > 1:
+                    reads |= self._read(chunks[len(part) :], states, results)
             if writing is not None:
                 await writing
         finally:
