@@ -29,10 +29,12 @@ _PATIENCE = 40.0
 #: (outcomes, dead letters) shrinks 3-5x for a few percent of a core; the
 #: broker keeps the batches as they come and consumers decompress.
 LZ4 = "lz4"
+#: Seconds a batch of messages waits for more: lets a burst of chunks share requests.
+LINGER = 0.005
 
 
 async def _started(
-    settings: Settings, patience: float, compression: str | None
+    settings: Settings, patience: float, compression: str | None, linger: float
 ) -> AIOKafkaProducer:
     """acks=all + idempotence: an acknowledged message is on the broker exactly once.
 
@@ -43,7 +45,7 @@ async def _started(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,  # ms: lets a burst of chunks share requests
+        linger_ms=int(linger * 1000),
         max_request_size=constants.MAX_MESSAGE_BYTES,
         compression_type=compression,
         request_timeout_ms=int(patience * 1000),
@@ -69,23 +71,30 @@ class Producer:
         started: AIOKafkaProducer,
         patience: float,
         compression: str | None = LZ4,
+        linger: float = LINGER,
     ) -> None:
         self._settings = settings
         self._current = started
         self._patience = patience
         self._compression = compression
+        self._linger = linger
         self._replacing = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, patience: float = _PATIENCE, compression: str | None = LZ4
+        cls,
+        settings: Settings,
+        *,
+        patience: float = _PATIENCE,
+        compression: str | None = LZ4,
+        linger: float = LINGER,
     ) -> AsyncIterator[Producer]:
         """A started producer; ``patience``: seconds a send waits for an unreachable broker;
-        ``compression``: Kafka's codec for its batches (None: sent as they are)."""
-        producer = cls(
-            settings, await _started(settings, patience, compression), patience, compression
-        )
+        ``compression``: Kafka's codec for its batches (None: sent as they are);
+        ``linger``: seconds a batch waits for more messages before it is sent."""
+        started = await _started(settings, patience, compression, linger)
+        producer = cls(settings, started, patience, compression, linger)
         try:
             yield producer
         finally:
@@ -117,7 +126,9 @@ class Producer:
             if failed is not self._current:
                 return  # another failed send replaced it already
             log.warning("replacing the Kafka producer after %r", exc)
-            self._current = await _started(self._settings, self._patience, self._compression)
+            self._current = await _started(
+                self._settings, self._patience, self._compression, self._linger
+            )
         try:
             await asyncio.wait_for(failed.stop(), _STOP_TIMEOUT)
         except (KafkaError, TimeoutError):

@@ -45,7 +45,9 @@ class OutcomePublisher:
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings) -> AsyncIterator[OutcomePublisher]:
-        async with Producer.open(settings, compression=_COMPRESSION) as producer:
+        # No linger: a batch's outcomes are sent at once and waited for, and
+        # lingering would only hold back the batch's acknowledgement.
+        async with Producer.open(settings, compression=_COMPRESSION, linger=0) as producer:
             yield cls(producer, settings.topic(constants.OUTCOMES_TOPIC))
 
     async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
