@@ -1,11 +1,17 @@
 """Streamed CSV: bytes from the request in, blocks of parsed rows out, as columns.
 
-The stdlib ``csv`` module parses well (quoted delimiters, quotes, newlines in
-fields) but pulls its input synchronously, so it runs on a thread of its own:
-the request body reaches it through a bounded queue and parsed blocks come back
-through another. Memory holds a few blocks at a time whatever the file size.
-A block's rows are :class:`~schemas.cells.Cells` of kind TEXT, made from the
-parsed records at once: no row becomes a dict on the way to Kafka.
+Parsing runs on a thread of its own: the request body reaches it through a
+bounded queue and parsed blocks come back through another. Memory holds a few
+blocks at a time whatever the file size. A block's rows are
+:class:`~schemas.cells.Cells` of kind TEXT: no row becomes a dict on the way
+to Kafka.
+
+Two parsers read the same rows. A UTF-8 body is cut into regions of whole
+records and Arrow parses each region at once, where it reads it exactly as
+``csv`` would (``csv_regions``); anything else (another encoding, a region
+Arrow would read differently, the rest of a file whose records cannot be cut
+plainly) goes through the stdlib ``csv`` module, row by row, which has every
+rule below.
 
 A header's trailing empty columns (``email,name,,``, as spreadsheets export a
 sheet with formatted but empty columns) are not columns: they and their empty
@@ -36,10 +42,13 @@ from types import TracebackType
 from typing import Any, Self
 
 import janus
+import numpy as np
+import pyarrow as pa
 
 from bulkflow import constants
+from ingest_api.csv_regions import REGION_BYTES, Columns, Regions, header_end, read_columns
 from schemas.bulk_action import column_key
-from schemas.cells import Cells
+from schemas.cells import CellKind, Cells
 from schemas.entity import DOWNLOAD_COLUMNS
 from schemas.messages import RowProblem
 
@@ -108,6 +117,52 @@ class RowBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class _Header:
+    names: list[str]
+    raw_width: int  # fields of the header record, its trailing empty ones too
+    export: bool  # a failed-rows export sent back: its cells lose their escapes
+
+
+class _ColumnBlocks:
+    """Arrow's rows as blocks, cut as the row-by-row loop cuts them: by rows, by characters.
+
+    A region's last rows wait for the next region's first, so regions do not
+    make short chunks; rows read row by row in between are preceded by a flush.
+    """
+
+    def __init__(self, out: janus.SyncQueue[Any], rows_per_block: int) -> None:
+        self._out = out
+        self._rows_per_block = rows_per_block
+        self._parts: list[pa.RecordBatch] = []
+        self._first_row_no = 1
+        self._rows = self._chars = 0
+
+    def add(self, columns: Columns, first_row_no: int) -> None:
+        if not self._parts:
+            self._first_row_no = first_row_no
+        start, total = 0, len(columns.chars)
+        while start < total:
+            room = min(self._rows_per_block - self._rows, total - start)
+            spent = self._chars + np.cumsum(columns.chars[start : start + room])
+            full = np.flatnonzero(spent >= constants.MAX_CHUNK_CHARS)
+            take = int(full[0]) + 1 if len(full) else room
+            self._parts.append(columns.batch.slice(start, take))
+            self._rows += take
+            self._chars = int(spent[take - 1])
+            start += take
+            if self._rows == self._rows_per_block or self._chars >= constants.MAX_CHUNK_CHARS:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        batch = self._parts[0] if len(self._parts) == 1 else pa.concat_batches(self._parts)
+        self._out.put(RowBlock(self._first_row_no, Cells(batch, CellKind.TEXT)))
+        self._first_row_no += self._rows
+        self._parts, self._rows, self._chars = [], 0, 0
+
+
+@dataclass(frozen=True, slots=True)
 class CsvFormat:
     encoding: str = "utf-8"
     delimiter: str = ","
@@ -120,14 +175,20 @@ class CsvFormat:
         if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
             raise CsvRejected("invalid_delimiter", "delimiter must be one character")
 
+    @property
+    def cut_in_regions(self) -> bool:
+        """Whether the bytes can be cut and parsed as they come (``csv_regions``):
+        UTF-8, and a delimiter of one byte."""
+        return codecs.lookup(self.encoding).name == "utf-8" and self.delimiter.isascii()
+
 
 class _BodyReader(io.RawIOBase):
     """A blocking file over the queue of body blocks, for TextIOWrapper."""
 
-    def __init__(self, blocks: janus.SyncQueue[bytes]) -> None:
+    def __init__(self, blocks: janus.SyncQueue[bytes], pending: bytes, eof: bool) -> None:
         self._blocks = blocks
-        self._pending = b""
-        self._eof = False
+        self._pending = pending  # bytes already taken from the queue, read first
+        self._eof = eof
 
     def readable(self) -> bool:
         return True
@@ -152,17 +213,20 @@ class _Lines:
     time csv.reader returns a record.
     """
 
-    __slots__ = ("_readline", "used")
+    __slots__ = ("_at_start", "_readline", "used")
 
-    def __init__(self, text: io.TextIOWrapper) -> None:
+    def __init__(self, text: io.TextIOBase, at_start: bool) -> None:
         self._readline = text.readline
+        self._at_start = at_start  # the text starts the file: it may start with a mark
         self.used = 0  # characters of the record being read
 
     def __iter__(self) -> Iterator[str]:
         readline = self._readline
         # A byte-order mark the codec keeps (utf-8, utf-16-le, utf-16-be) is not
         # part of the first column name.
-        line = readline(constants.MAX_RECORD_CHARS + 1).removeprefix("\ufeff")
+        line = readline(constants.MAX_RECORD_CHARS + 1)
+        if self._at_start:
+            line = line.removeprefix("\ufeff")
         while line:
             self.used += len(line)
             if self.used > constants.MAX_RECORD_CHARS:
@@ -182,16 +246,25 @@ class _Lines:
 class CsvReader:
     """``async with CsvReader(body, fmt) as reader``: ``header``, then ``blocks()``."""
 
-    def __init__(self, body: AsyncIterator[bytes], fmt: CsvFormat, rows_per_block: int) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        fmt: CsvFormat,
+        rows_per_block: int,
+        *,
+        region_bytes: int = REGION_BYTES,
+    ) -> None:
         fmt.validate()
         self._body = body
         self._format = fmt
         self._rows_per_block = rows_per_block
+        self._region_bytes = region_bytes  # cut and parsed at once, for a UTF-8 body
         self._blocks: janus.Queue[bytes] = janus.Queue(maxsize=_QUEUE_BLOCKS)
         self._parsed: janus.Queue[list[str] | RowBlock | CsvRejected | None] = janus.Queue(
             maxsize=_QUEUE_PARSED
         )
         self._thread = threading.Thread(target=self._parse, name="csv-reader", daemon=True)
+        self._columns = _ColumnBlocks(self._parsed.sync_q, rows_per_block)
         self.header: list[str] = []
         self.rows_read = 0
 
@@ -251,47 +324,101 @@ class CsvReader:
     def _parse(self) -> None:
         try:
             self._parse_rows()
+            self._end(None)
+        except CsvRejected as exc:
+            self._end(exc)
         except (janus.SyncQueueShutDown, janus.AsyncQueueShutDown):
             pass  # the request ended first
         except Exception as exc:  # never leave the request waiting on a dead thread
-            try:
-                self._parsed.sync_q.put(
-                    CsvRejected("invalid_csv", f"the file cannot be read: {exc}")
-                )
-            except (janus.SyncQueueShutDown, janus.AsyncQueueShutDown):
-                pass
+            self._end(CsvRejected("invalid_csv", f"the file cannot be read: {exc}"))
+
+    def _end(self, item: CsvRejected | None) -> None:
+        try:
+            self._parsed.sync_q.put(item)
+        except (janus.SyncQueueShutDown, janus.AsyncQueueShutDown):
+            pass
 
     def _parse_rows(self) -> None:
+        """Regions of whole records while they can be cut; then the rest as a stream."""
+        if not self._format.cut_in_regions:
+            self._read_stream(b"", at_end=False, header=None, row_no=0)
+            return
+        regions = Regions(self._blocks.sync_q, self._format.delimiter, self._region_bytes)
+        header: _Header | None = None
+        row_no = 0
+        for data in regions:
+            if header is None:
+                data = data.lstrip(b"\r\n")  # blank lines before the header are not records
+                if not data:
+                    continue
+                end = header_end(data)
+                header, row_no = self._read_first(data[:end])
+                data = data[end:]
+            assert header is not None
+            row_no = self._read_region(data, header, row_no)
+        self._columns.flush()
+        if header is None or regions.rest:
+            self._read_stream(regions.rest, regions.at_end, header, row_no)
+
+    def _read_first(self, data: bytes) -> tuple[_Header, int]:
+        """The header, from the first record; and the rows the same bytes hold."""
+        text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
+        lines = _Lines(text, at_start=False)  # the mark went with the bytes
+        reader = csv.reader(lines, delimiter=self._format.delimiter)
+        header = self._read_header(reader, lines)
+        self._parsed.sync_q.put(header.names)
+        return header, self._read_rows(reader, lines, header.names, 0)
+
+    def _read_region(self, data: bytes, header: _Header, row_no: int) -> int:
+        """A region's rows, by Arrow where it reads them as csv.reader would."""
+        columns = None
+        if not header.export:
+            columns = read_columns(data, header.names, header.raw_width, self._format.delimiter)
+        if columns is None:
+            self._columns.flush()
+            text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
+            lines = _Lines(text, at_start=False)
+            reader = csv.reader(lines, delimiter=self._format.delimiter)
+            return self._read_rows(reader, lines, header.names, row_no)
+        self._columns.add(columns, row_no + 1)
+        return row_no + len(columns.chars)
+
+    def _read_stream(
+        self, pending: bytes, at_end: bool, header: _Header | None, row_no: int
+    ) -> None:
+        """The rest of the body, row by row, from a record's start."""
         text = io.TextIOWrapper(
-            io.BufferedReader(_BodyReader(self._blocks.sync_q), buffer_size=1 << 16),
+            io.BufferedReader(
+                _BodyReader(self._blocks.sync_q, pending, at_end), buffer_size=1 << 16
+            ),
             encoding=self._format.encoding,
             errors="surrogateescape",
             newline="",
         )
-        lines = _Lines(text)
+        lines = _Lines(text, at_start=header is None)
         reader = csv.reader(lines, delimiter=self._format.delimiter)
-        header = self._read_header(reader, lines)
-        self._parsed.sync_q.put(header)
-        if not isinstance(header, CsvRejected):
-            self._parsed.sync_q.put(self._read_rows(reader, lines, header))
+        if header is None:
+            header = self._read_header(reader, lines)
+            self._parsed.sync_q.put(header.names)
+        self._read_rows(reader, lines, header.names, row_no)
 
     def _read_rows(
-        self, reader: Iterator[list[str]], lines: _Lines, header: list[str]
-    ) -> CsvRejected | None:
-        """Put out blocks of rows; then what ends the stream: None, or a rejection."""
+        self, reader: Iterator[list[str]], lines: _Lines, header: list[str], row_no: int
+    ) -> int:
+        """Put out blocks of the rows after ``row_no``; the last row's number."""
         # The hot loop (a million rows per upload): locals, the checks inline,
         # and each record kept as the list csv.reader made; the block's columns
         # are built from them in one go (Cells.from_records).
         out, rows_per_block, width = self._parsed.sync_q, self._rows_per_block, len(header)
-        unescape = {column_key(name) for name in header} >= DOWNLOAD_COLUMNS
+        unescape = _is_export(header)
         # Characters a row costs in a chunk beyond its values: the column names.
         per_row, max_chars = sum(len(name) + 6 for name in header), constants.MAX_CHUNK_CHARS
         max_field = constants.MAX_FIELD_CHARS
         absent: list[Any] = [None] * width  # pads a short record: its values are absent
         records: list[Sequence[str | None]] = []
         broken: dict[int, RowProblem] = {}
-        first_row_no = 1
-        row_no = chars = 0
+        first_row_no = row_no + 1
+        chars = 0
         try:
             for record in reader:
                 used = lines.used
@@ -322,55 +449,62 @@ class CsvReader:
                     first_row_no, records, broken = row_no + 1, [], {}
                     chars = 0
         except _RecordUnreadable as exc:
-            return CsvRejected(exc.code, f"row {row_no + 1}: {exc.reason}")
+            raise CsvRejected(exc.code, f"row {row_no + 1}: {exc.reason}") from None
         except csv.Error as exc:
             # The parser resumes at the next line, which may be inside the field.
-            return CsvRejected(
+            raise CsvRejected(
                 "invalid_csv", f"row {row_no + 1}: {exc}; the rows after it cannot be found"
-            )
+            ) from None
         if records:
             out.put(RowBlock(first_row_no, Cells.from_records(header, records), broken))
-        return None
+        return row_no
 
-    def _read_header(self, reader: Iterator[list[str]], lines: _Lines) -> list[str] | CsvRejected:
+    def _read_header(self, reader: Iterator[list[str]], lines: _Lines) -> _Header:
         try:
             for record in reader:
                 lines.used = 0
                 if record:
                     break
             else:
-                return CsvRejected("empty_file", "the file is empty")
+                raise CsvRejected("empty_file", "the file is empty")
         except _RecordUnreadable as exc:
-            return CsvRejected(exc.code, f"the header row: {exc.reason}")
+            raise CsvRejected(exc.code, f"the header row: {exc.reason}") from None
         except csv.Error as exc:
-            return CsvRejected("invalid_csv", f"the header row cannot be read: {exc}")
-        header = [name.strip() for name in record]
-        while header and not header[-1]:
-            header.pop()  # trailing empty columns, as spreadsheets export them
-        if {column_key(name) for name in header} >= DOWNLOAD_COLUMNS:
-            header = [unescape_formula(name) for name in header]
-        if any(_has_invalid_bytes(name) for name in header):
-            return CsvRejected(
-                "invalid_encoding", f"the header is not valid {self._format.encoding}"
-            )
-        if len(header) > constants.MAX_CSV_COLUMNS:
-            return CsvRejected(
-                "too_many_columns",
-                f"the header has {len(header):,} columns;"
-                f" at most {constants.MAX_CSV_COLUMNS:,} are accepted",
-            )
-        if not header:
-            return CsvRejected("invalid_header", "the header names no column")
-        if any(not name for name in header):
-            return CsvRejected(
-                "invalid_header", "a header column is empty (only trailing ones may be)"
-            )
-        keys = [column_key(name) for name in header]
-        if len(set(keys)) != len(keys):
-            return CsvRejected(
-                "invalid_header", "header column names repeat (case, spaces, - and _ aside)"
-            )
-        return header
+            raise CsvRejected("invalid_csv", f"the header row cannot be read: {exc}") from None
+        header = _checked_header(record, self._format.encoding)
+        return _Header(header, len(record), _is_export(header))
+
+
+def _checked_header(record: list[str], encoding: str) -> list[str]:
+    """The column names, from the header record; a header no file can have is refused."""
+    header = [name.strip() for name in record]
+    while header and not header[-1]:
+        header.pop()  # trailing empty columns, as spreadsheets export them
+    if _is_export(header):
+        header = [unescape_formula(name) for name in header]
+    if any(_has_invalid_bytes(name) for name in header):
+        raise CsvRejected("invalid_encoding", f"the header is not valid {encoding}")
+    if len(header) > constants.MAX_CSV_COLUMNS:
+        raise CsvRejected(
+            "too_many_columns",
+            f"the header has {len(header):,} columns;"
+            f" at most {constants.MAX_CSV_COLUMNS:,} are accepted",
+        )
+    if not header:
+        raise CsvRejected("invalid_header", "the header names no column")
+    if any(not name for name in header):
+        raise CsvRejected("invalid_header", "a header column is empty (only trailing ones may be)")
+    keys = [column_key(name) for name in header]
+    if len(set(keys)) != len(keys):
+        raise CsvRejected(
+            "invalid_header", "header column names repeat (case, spaces, - and _ aside)"
+        )
+    return header
+
+
+def _is_export(header: list[str]) -> bool:
+    """Whether the file is a failed-rows export sent back (its cells have escapes)."""
+    return {column_key(name) for name in header} >= DOWNLOAD_COLUMNS
 
 
 def _has_invalid_bytes(value: str) -> bool:
