@@ -31,10 +31,11 @@ import pyarrow.csv as pa_csv
 
 from bulkflow import constants
 
-#: Bytes of the body cut into one region: a few thousand rows, read by Arrow
-#: in one call (its cost is mostly per call). Below MAX_RECORD_CHARS, so that a
-#: region never holds a record the row-by-row reader would have refused.
-REGION_BYTES = 512 * 1024
+#: Bytes of the body cut into one region, read by Arrow in one call: ~1,800
+#: of the bench's rows (a call's cost is mostly per call; larger regions took
+#: the API's peak memory up more than its CPU down). Below MAX_RECORD_CHARS,
+#: so a region never holds a record the row-by-row reader would have refused.
+REGION_BYTES = 128 * 1024
 assert REGION_BYTES < constants.MAX_RECORD_CHARS
 
 #: How far back from a region's end to look for a newline outside quotes

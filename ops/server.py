@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
+import pyarrow as pa
 import uvicorn
 from clickhouse_connect.driver.exceptions import OperationalError
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, roles: Collection[Role]) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's data folder lives here
+    _use_system_allocator()
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(connect_pool(settings))
         await ensure_topics(settings)
@@ -215,6 +217,17 @@ async def _serving_beside(
     finally:
         server.should_exit = True
         await task
+
+
+def _use_system_allocator() -> None:
+    """Arrow's buffers from the C library's allocator, not Arrow's default (mimalloc).
+
+    After a million-row CSV upload, read region by region on a thread of its
+    own, mimalloc held ~15 MB more of the API process than the C library's
+    allocator (peak RSS 157 MB against a budget of 150), for no CPU the bench
+    could tell apart in the API, the agents or the sink.
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _tune_garbage_collector() -> None:
