@@ -55,6 +55,23 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def delete_topics(settings: Settings) -> list[str]:
+    """Delete every topic named with the settings' prefix; return their names.
+
+    For runs that made topics of their own (a bench, a test session): the
+    broker keeps a directory per partition until a topic is deleted.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+        return ours
+    finally:
+        await admin.close()
+
+
 async def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """A topic's configuration as the broker reports it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -31,7 +30,7 @@ from bulkflow.database import connect_pool
 from bulkflow.migrations import migrate_postgres
 from bulkflow.rate_limit import TokenBucket
 from bulkflow.settings import Settings
-from bulkflow.topics import ensure_topics
+from bulkflow.topics import delete_topics, ensure_topics
 from ops.bench.fleet import free_port
 from ops.dev.local_services import Supervisor
 from tests.support import Tenant, new_tenant
@@ -169,18 +168,6 @@ async def isolated(database: Settings) -> AsyncIterator[Settings]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-
-
-async def delete_topics(settings: Settings) -> None:
-    """The run's topics (every name with its prefix), so runs leave the broker as they found it."""
-    client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await client.start()
-    try:
-        ours = [t for t in await client.list_topics() if t.startswith(settings.topic_prefix)]
-        if ours:
-            await client.delete_topics(ours)
-    finally:
-        await client.close()
 
 
 @pytest.fixture

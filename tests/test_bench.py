@@ -7,14 +7,18 @@ data it produced differs from what the generator knows. Nothing here is timed.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bulkflow.settings import Settings
+from tests.support import eventually
 
 ROWS = 20_000
 ACCOUNTS = 2
@@ -34,10 +38,35 @@ def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     return report
 
 
+async def bench_leftovers(settings: Settings) -> set[str]:
+    """The benches' databases and topics on the services."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = {t for t in await admin.list_topics() if t.startswith("bench-")}
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'bulkflow_bench_%'"
+        )
+    finally:
+        await conn.close()
+    return topics | {row["datname"] for row in rows}
+
+
 def test_a_small_bench_run_reports_verified_numbers(
     local_services: Settings, tmp_path: Path
 ) -> None:
+    before = asyncio.run(bench_leftovers(local_services))
     report = bench(tmp_path, "--rows", str(ROWS), "--accounts", str(ACCOUNTS))
+
+    async def released() -> bool:  # the broker deletes a topic's files after answering
+        return await bench_leftovers(local_services) <= before
+
+    # The run's database and topics are gone (others' runs may have left theirs).
+    asyncio.run(eventually(released, "the bench's database and topics dropped"))
 
     assert report["rows"] == ROWS
     assert sum(report["expected"].values()) == ROWS

@@ -32,7 +32,7 @@ from bulkflow.settings import Settings
 from ingest_api.accounts import create_account, set_rows_per_minute
 from ops.bench import baselines
 from ops.bench.fleet import Fleet, machine_busy_seconds, process_tree_cpu_seconds
-from ops.bench.isolation import UNLIMITED, drop_database, isolated_settings
+from ops.bench.isolation import UNLIMITED, isolated_settings, release
 from ops.demo import bearer, upload_csv
 from ops.dev.local_services import Supervisor
 from ops.sample import SampleExpectation, write_contacts_csv
@@ -183,7 +183,7 @@ async def run_bench(
             },
         )
     finally:
-        await drop_database(settings, bench)
+        await release(settings, bench)
         shutil.rmtree(work, ignore_errors=True)
     body = orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2)
     print(body.decode())

@@ -46,7 +46,7 @@ from bulkflow.database import connect_pool
 from bulkflow.settings import Settings
 from ingest_api.accounts import create_account
 from ops.bench.fleet import Fleet, FleetFailed, free_port, free_port_pair
-from ops.bench.isolation import drop_database, isolated_settings
+from ops.bench.isolation import isolated_settings, release
 from ops.demo import bearer
 from ops.dev.local_services import ServiceError, Supervisor
 from ops.sample import SampleExpectation, write_contacts_csv
@@ -237,7 +237,7 @@ async def run_scenario(
     except (Unverified, FleetFailed, ServiceError) as exc:
         result = _broken(name, rows, str(exc))
     finally:
-        await drop_database(services, settings)
+        await release(services, settings)
     result.seconds = round(time.monotonic() - started, 1)
     if not result.verified and fleet is not None:
         result.log_excerpt = _log_excerpt(fleet)

@@ -2,7 +2,7 @@
 
 The benchmark and the fault suite start real processes against shared
 services; each run gets settings nobody else uses, so runs are comparable,
-never see each other's data and leave nothing behind (:func:`drop_database`).
+never see each other's data and leave nothing behind (:func:`release`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bulkflow.migrations import migrate_postgres
 from bulkflow.settings import Settings
-from bulkflow.topics import ensure_topics
+from bulkflow.topics import delete_topics, ensure_topics
 from ops.bench.fleet import free_port
 
 UNLIMITED = 1_000_000_000  # rows (or requests) per minute: runs measure the pipeline, not limits
@@ -52,8 +52,13 @@ async def isolated_settings(settings: Settings, work: Path, name: str) -> Settin
     return isolated
 
 
-async def drop_database(settings: Settings, isolated: Settings) -> None:
-    """Drop the run's database, connecting as ``settings`` (the one it was made from)."""
+async def release(settings: Settings, isolated: Settings) -> None:
+    """Drop the run's database (connecting as ``settings``, which made it) and its topics."""
+    await _drop_database(settings, isolated)
+    await delete_topics(isolated)
+
+
+async def _drop_database(settings: Settings, isolated: Settings) -> None:
     name = urlsplit(isolated.postgres_dsn.get_secret_value()).path.lstrip("/")
     admin = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
