@@ -178,8 +178,9 @@ class CsvFormat:
     @property
     def cut_in_regions(self) -> bool:
         """Whether the bytes can be cut and parsed as they come (``csv_regions``):
-        UTF-8, and a delimiter of one byte."""
-        return codecs.lookup(self.encoding).name == "utf-8" and self.delimiter.isascii()
+        UTF-8, and a delimiter of one byte that Arrow takes (not NUL)."""
+        utf8 = codecs.lookup(self.encoding).name == "utf-8"
+        return utf8 and self.delimiter.isascii() and self.delimiter != "\x00"
 
 
 class _BodyReader(io.RawIOBase):

@@ -104,7 +104,7 @@ async def test_regions_read_what_the_row_by_row_reader_reads(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(seed)
-    fmt = CsvFormat(delimiter=rng.choice([",", ",", ";", "\t"]))
+    fmt = CsvFormat(delimiter=rng.choice([",", ",", ";", "\t", "\x00"]))
     files = [_random_csv(rng, fmt.delimiter.encode()) for _ in range(10)]
     cut = [await read_all(f, fmt, rng.randint(8, 300), rng.randint(1, 64)) for f in files]
     monkeypatch.setattr(CsvFormat, "cut_in_regions", property(lambda _: False))
