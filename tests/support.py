@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,24 @@ from ingest_api.accounts import create_account
 
 PATIENCE = 120.0  # seconds a pipeline step may take on a busy machine
 POLL = 0.2  # seconds between polls
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``bulkflow ARGS`` as the user runs it, a process of its own; its output as text.
+
+    ``env`` replaces the environment (None: this process's); the caller checks
+    the return code, so a failure shows its output.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def account_id() -> str:

@@ -8,8 +8,6 @@ data it produced differs from what the generator knows. Nothing here is timed.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bulkflow.settings import Settings
-from tests.support import eventually
+from tests.support import eventually, run_cli
 
 ROWS = 20_000
 ACCOUNTS = 2
@@ -26,13 +24,7 @@ ACCOUNTS = 2
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench", *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_cli("bench", *args, "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report: dict[str, Any] = orjson.loads(out.read_bytes())
     return report
@@ -130,12 +122,6 @@ def test_impossible_sizes_are_refused_before_anything_runs() -> None:
         (["--rows", "0"], "must be at least 1"),
         (["--rows", "2", "--accounts", "3"], "--rows must be at least --accounts"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "ops.cli", "bench", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_cli("bench", *args)
         assert done.returncode != 0
         assert message in done.stderr

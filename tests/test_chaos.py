@@ -9,8 +9,6 @@ conditions with deadlines; nothing here is timed.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from bulkflow import constants
 from bulkflow.settings import Settings
 from ops.bench.chaos import private_services, run_scenario, table
 from ops.dev.local_services import Supervisor
+from tests.support import run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -64,12 +63,6 @@ async def test_scenario_verifies(
 
 
 def test_an_unknown_scenario_is_refused_before_anything_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "chaos", "--scenario", "meteor"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("chaos", "--scenario", "meteor")
     assert done.returncode == 2
     assert "invalid choice: 'meteor'" in done.stderr

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,7 +25,14 @@ from pydantic import SecretStr
 from bulkflow.settings import Settings
 from ops.bench.fleet import Fleet, free_port
 from tests.conftest import settings_env
-from tests.support import PATIENCE, Tenant, new_tenant, wait_for_stats, wait_for_status
+from tests.support import (
+    PATIENCE,
+    Tenant,
+    new_tenant,
+    run_cli,
+    wait_for_stats,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -212,12 +217,8 @@ async def test_bulkflow_sql_reads_the_front_of_the_all_in_one_process(
     await wait_for_stats(api, action_id, tenant, len(rows))
 
     def sql(query: str, *flags: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "ops.cli", "sql", query, *flags],
-            env={**settings_env(database), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_cli(
+            "sql", query, *flags, env={**settings_env(database), "PATH": "/usr/bin:/bin"}
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -244,12 +245,10 @@ async def test_bulkflow_sql_reads_the_front_of_the_all_in_one_process(
     assert csv_out.splitlines() == ["reason,rows", "invalid_email,2"]
     # read-only: the front refuses writes
     refused = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "ops.cli", "sql", "DROP TABLE bulkflow.row_outcomes"],
+        run_cli,
+        "sql",
+        "DROP TABLE bulkflow.row_outcomes",
         env={**settings_env(database), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert refused.returncode == 1, refused.stderr
     assert "readonly" in refused.stderr.lower(), refused.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +28,7 @@ from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.sink import OutcomeSink
 from tests.conftest import settings_env
 from tests.stream_agents.test_sink import batch
+from tests.support import run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -158,13 +157,7 @@ def test_an_api_without_the_sink_names_the_missing_role(database: Settings) -> N
         "BULKFLOW_EMBEDDED_CLICKHOUSE_PORT": str(free_port()),  # nobody listens there
         "BULKFLOW_EMBEDDED_CLICKHOUSE_WAIT": "1",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "serve", "--role", "api"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli("serve", "--role", "api", env=env, timeout=120)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no embedded ClickHouse at http://127.0.0.1:")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import asyncpg
 import pytest
@@ -12,19 +11,13 @@ import pytest
 from bulkflow.settings import Settings
 from ingest_api.accounts import account_for_key, hash_key
 from tests.conftest import settings_env
+from tests.support import run_cli
 
 pytestmark = pytest.mark.anyio
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "accounts", *args],
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("accounts", *args, env={**os.environ, **settings_env(settings)})
 
 
 async def test_create_limit_and_list(database: Settings, pool: asyncpg.Pool) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio.to_thread
 import asyncpg
 import pytest
 
-from tests.support import Tenant, new_tenant
+from tests.support import Tenant, new_tenant, run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -23,14 +22,7 @@ def _bulkflow(server: str, tenant: Tenant, *args: str) -> subprocess.CompletedPr
         "BULKFLOW_API_KEY": tenant.key,
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(*args, env=env, timeout=300)
 
 
 async def run(server: str, tenant: Tenant, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,14 +75,7 @@ async def test_submit_watch_and_the_actions_commands(
 async def test_without_a_key_it_says_what_to_set(server: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "BULKFLOW_API_KEY"}
     result = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            [sys.executable, "-m", "ops.cli", "actions", "list"],
-            env={**env, "BULKFLOW_API_URL": server},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        lambda: run_cli("actions", "list", env={**env, "BULKFLOW_API_URL": server})
     )
     assert result.returncode != 0
     assert "BULKFLOW_API_KEY" in result.stderr

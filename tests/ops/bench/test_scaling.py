@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ops.bench.scaling import scaling_table
+from tests.support import run_cli
 
 
 def _report(agents: int, rows_per_second: int) -> dict[str, Any]:
@@ -101,23 +100,12 @@ def test_the_command_prints_the_table_of_saved_reports(tmp_path: Path) -> None:
     single.write_bytes(orjson.dumps(_report(1, 30_000)))
     several = tmp_path / "scaling.json"
     several.write_bytes(orjson.dumps({"runs": [_report(2, 35_000), _report(4, 40_000)]}))
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench-scaling", "--table", str(single), str(several)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_cli("bench-scaling", "--table", str(single), str(several))
+    assert done.returncode == 0, done.stderr
     assert [line.split("|")[1].strip() for line in done.stdout.splitlines()[2:]] == ["1", "2", "4"]
 
 
 def test_impossible_sizes_are_refused_before_anything_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench-scaling", "--rows", "7"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("bench-scaling", "--rows", "7")
     assert done.returncode != 0
     assert "--rows must be at least --accounts" in done.stderr
