@@ -122,6 +122,38 @@ async def test_in_file_duplicates_are_skipped_across_batches(pool: asyncpg.Pool)
     assert name == "First"
 
 
+async def test_a_key_of_an_earlier_chunk_in_the_same_statement_is_a_duplicate(
+    pool: asyncpg.Pool,
+) -> None:
+    """A key first seen in an earlier chunk of the same statement: the second
+    chunk's repeat is skipped, although no key repeats within that chunk."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    created = await new_action(pool, acct, 3)
+    emails = [{"email": f"{name}@example.com"} for name in "abc"]
+    await processor.process([chunk(created, acct, 0, 1, emails)])
+    action_id = await new_action(pool, acct, 4, "update")
+    one, two = await processor.process(
+        [
+            chunk(action_id, acct, 0, 1, [emails[0], {**emails[1], "first_name": "One"}], "update"),
+            chunk(
+                action_id,
+                acct,
+                1,
+                3,
+                [emails[2], {"email": "B@example.com", "first_name": "Two"}],
+                "update",
+            ),
+        ]
+    )
+    assert (one.codes, two.codes) == ("nu", "ns")  # n: nothing to change
+    assert two.problems[1] == RowProblem("duplicate", "same email as row 2", 2)
+    name = await pool.fetchval(
+        "SELECT first_name FROM contacts WHERE account_id = $1 AND email = 'b@example.com'", acct
+    )
+    assert name == "One"
+
+
 async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> None:
     acct = account()
     earlier = await new_action(pool, acct, 1)
