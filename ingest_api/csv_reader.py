@@ -363,9 +363,7 @@ class CsvReader:
 
     def _read_first(self, data: bytes) -> tuple[_Header, int]:
         """The header, from the first record; and the rows the same bytes hold."""
-        text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
-        lines = _Lines(text, at_start=False)  # the mark went with the bytes
-        reader = csv.reader(lines, delimiter=self._format.delimiter)
+        reader, lines = self._records(data)
         header = self._read_header(reader, lines)
         self._parsed.sync_q.put(header.names)
         return header, self._read_rows(reader, lines, header.names, 0)
@@ -377,12 +375,15 @@ class CsvReader:
             columns = read_columns(data, header.names, header.raw_width, self._format.delimiter)
         if columns is None:
             self._columns.flush()
-            text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
-            lines = _Lines(text, at_start=False)
-            reader = csv.reader(lines, delimiter=self._format.delimiter)
-            return self._read_rows(reader, lines, header.names, row_no)
+            return self._read_rows(*self._records(data), header.names, row_no)
         self._columns.add(columns, row_no + 1)
         return row_no + len(columns.chars)
+
+    def _records(self, data: bytes) -> tuple[Iterator[list[str]], _Lines]:
+        """csv.reader over a region's UTF-8 bytes (its byte-order mark already gone)."""
+        text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
+        lines = _Lines(text, at_start=False)
+        return csv.reader(lines, delimiter=self._format.delimiter), lines
 
     def _read_stream(
         self, pending: bytes, at_end: bool, header: _Header | None, row_no: int
