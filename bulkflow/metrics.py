@@ -60,6 +60,12 @@ BATCH_ROWS = Histogram(
     "Rows per applied batch",
     buckets=(1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 20_000),
 )
+INSERTS = Counter(
+    "bulkflow_insert_statements",
+    "The insert fast path's statements: plain (rows known to be new), refusable "
+    "(ON CONFLICT DO NOTHING), plain_refused (a plain one met a taken key; redone refusable)",
+    ["kind"],
+)
 BATCH_RETRIES = Counter(
     "bulkflow_batch_retries", "Batch attempts that failed transiently and were retried"
 )

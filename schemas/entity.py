@@ -67,6 +67,7 @@ class Entity(Protocol):
     references: dict[str, Reference]
     apply_query: str  # sql/queries/<name>.sql; its header names the parameters
     insert_query: str  # its fast path for rows that create: inserts what no index refuses
+    plain_insert_query: str  # ... for rows known to be new: no ON CONFLICT, one taken key aborts it
 
     def reader(self, options: ActionOptions, action: str) -> RowReader:
         """A reader for the rows of a chunk with these options and this action."""
@@ -113,6 +114,7 @@ class ModelEntity:
         self.references: dict[str, Reference] = references or {}
         self.apply_query = f"{table}_apply"
         self.insert_query = f"{table}_insert"
+        self.plain_insert_query = f"{table}_insert_plain"
         self.match_fields: tuple[str, ...] = tuple(
             dict.fromkeys((identifier, MATCH_EXTERNAL_ID, MATCH_ID))
         )

@@ -382,22 +382,33 @@ def apply_sql(entity: ModelEntity) -> str:
     return header + ",\n".join([staged(cols), matched, updated, deleted, inserted]) + "\n" + outcome
 
 
-def insert_sql(entity: ModelEntity) -> str:
-    """``<table>_insert.sql``: the fast path for rows that create."""
+def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:
+    """``<table>_insert.sql``: the fast path for rows that create; ``plain``:
+    ``<table>_insert_plain.sql``, the same without ``ON CONFLICT``."""
     cols = columns(entity.model, entity.references)
     name, table = entity.name, entity.table
     model = f"{entity.model.__module__}.{entity.model.__name__}"
+    what = (
+        f"{table}_insert.sql for rows the agent knows to be new (stream_agents/"
+        "fresh_keys.py): a plain INSERT, so Postgres does not probe each unique index"
+        " before each row as ON CONFLICT does. A row whose"
+        f" {' or '.join(_unique(entity))} is taken aborts the statement (unique_violation):"
+        f" the caller rolls back its savepoint and inserts the rows with {table}_insert.sql."
+        if plain
+        else f"The fast path of {table}_apply.sql for rows that may create {_a(name)}:"
+        " insert every row no unique index refuses, and return which ones went in."
+        f" A refused row (its {' or '.join(_unique(entity))} is taken: an update, an"
+        f" in-file duplicate, a conflict) inserts nothing and goes through"
+        f" {table}_apply.sql, which decides its outcome; an inserted row is exactly"
+        " what that statement would have inserted, at a fraction of the cost (no"
+        " probe before the write)."
+    )
     header = (
         generated_by(entity.model)
         + "--\n"
         + comment(
-            f"The fast path of {table}_apply.sql for rows that may create {_a(name)}:"
-            " insert every row no unique index refuses, and return which ones went in."
-            f" A refused row (its {' or '.join(_unique(entity))} is taken: an update, an"
-            f" in-file duplicate, a conflict) inserts nothing and goes through"
-            f" {table}_apply.sql, which decides its outcome; an inserted row is exactly"
-            " what that statement would have inserted, at a fraction of the cost (no"
-            " probe before the write)."
+            ("The same as " if plain else "")
+            + what
             + (
                 " A row naming what does not exist is not inserted either: the apply"
                 " statement fails it."
@@ -453,8 +464,8 @@ def insert_sql(entity: ModelEntity) -> str:
         + f"    WHERE r->>{ident.offset(INSERT_HEAD)} IS NOT NULL\n"
         + "".join(wheres)
         + "    ORDER BY s.seq\n"
-        "    ON CONFLICT DO NOTHING\n"
-        "    RETURNING c.last_action_id, c.last_row_no\n"
+        + ("" if plain else "    ON CONFLICT DO NOTHING\n")
+        + "    RETURNING c.last_action_id, c.last_row_no\n"
         ")\n"
         "SELECT coalesce(array_agg(last_action_id::text), '{}') AS action_ids,\n"
         "       coalesce(array_agg(last_row_no), '{}') AS row_nos\n"

@@ -21,6 +21,7 @@ def rendered() -> dict[str, str]:
             continue  # an entity of another kind brings its own statements
         found[entity.apply_query] = entity_sql.apply_sql(entity)
         found[entity.insert_query] = entity_sql.insert_sql(entity)
+        found[entity.plain_insert_query] = entity_sql.insert_sql(entity, plain=True)
     for action in ACTIONS.values():
         found |= action.queries()
     return dict(sorted(found.items()))

@@ -42,7 +42,7 @@ from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
 from schemas.action import ACTIONS, ActionType
 from schemas.column_reader import ReadRows, read_chunks
-from schemas.entity import ENTITIES, MATCH_ID, Entity
+from schemas.entity import ENTITIES, MATCH_EXTERNAL_ID, MATCH_ID, Entity
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
 from schemas.options import ActionOptions
 from stream_agents.errors import (
@@ -52,6 +52,7 @@ from stream_agents.errors import (
     is_transient,
     row_reason,
 )
+from stream_agents.fresh_keys import FreshKeys
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class BatchProcessor:
         self._attempts = attempts
         self._interval = interval
         self._inserts = _InsertFirst()
+        self._fresh = FreshKeys()
 
     async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
         """Apply the chunks; return the outcomes of every row of every known action.
@@ -428,6 +430,9 @@ class BatchProcessor:
     ) -> None:
         for group in staged:
             entity = self._entities[group.entity]
+            for part in group.parts:
+                if part.chunk[1] == 0 and part.op in _CREATING:
+                    self._fresh.start(part.action_id)
             for rows in _rounds(group.parts, results, entity):
                 if isolate:
                     for part, positions in rows:
@@ -472,7 +477,7 @@ class BatchProcessor:
         again: int = _REAPPLY,
     ) -> None:
         if self._inserts.worth_trying(rows, group.match_on):
-            rows = await self._insert_new(conn, entity, rows, results)
+            rows = await self._insert_new(conn, entity, group.match_on, rows, results)
             if not rows:
                 return
         staged_rows: list[tuple[object, ...]] = []
@@ -526,40 +531,73 @@ class BatchProcessor:
         self,
         conn: asyncpg.Connection,
         entity: Entity,
+        match_on: str,
         rows: _Round,
         results: dict[ChunkKey, ChunkResult],
     ) -> _Round:
-        """Insert the rows that create what no unique index refuses; return the others."""
-        new_rows: list[tuple[object, ...]] = []
-        for part, positions in rows:
-            if part.op in _CREATING:
-                pick = _picker(part, positions)
-                new_rows += zip(
-                    repeat(part.account_id),
-                    repeat(part.action_id),
-                    _row_nos(part, pick),
-                    *map(pick, part.rows.values),
-                )
+        """Insert the rows that create what no unique index refuses; return the others.
+
+        Rows their action's filter knows to be new go through the plain INSERT,
+        rows it may have seen straight to the apply statement, and the rest
+        through the refusable INSERT. If a row the filter let through was not
+        new after all, the round is inserted the refusable way
+        (``stream_agents/fresh_keys.py``).
+        """
+        plain, refusable = self._split(entity, match_on, rows)
+        if plain:
+            try:
+                async with conn.transaction():  # a savepoint
+                    first = await conn.fetchrow(
+                        sql.postgres(entity.plain_insert_query), _insert_rows(plain)
+                    )
+            except asyncpg.UniqueViolationError:
+                metrics.INSERTS.labels("plain_refused").inc()
+                for part, _ in plain:
+                    self._fresh.forget(part.action_id)
+                refusable = [(part, pos) for part, pos in rows if part.op in _CREATING]
+            else:
+                metrics.INSERTS.labels("plain").inc()
+                rows = _not_inserted(rows, first, results)
+        if not refusable:
+            return rows
+        new_rows = _insert_rows(refusable)
         record = await conn.fetchrow(sql.postgres(entity.insert_query), new_rows)
-        inserted = _by_action(record["action_ids"], record["row_nos"])
-        self._inserts.record(rows, len(new_rows), len(record["row_nos"]))
-        rest: _Round = []
+        metrics.INSERTS.labels("refusable").inc()
+        self._inserts.record(refusable, len(new_rows), len(record["row_nos"]))
+        return _not_inserted(rows, record, results)
+
+    def _split(self, entity: Entity, match_on: str, rows: _Round) -> tuple[_Round, _Round]:
+        """The round's creating rows for the plain INSERT, and for the refusable one.
+
+        Plain: the rows whose keys their action surely never had, matched on
+        the identifier with no other unique value (an external id), which the
+        plain INSERT would put ahead of earlier rows that go to the apply
+        statement. Neither: the rows whose keys their action's filter may
+        hold; the apply statement decides them.
+        """
+        other = (
+            entity.fields.index(MATCH_EXTERNAL_ID)
+            if entity.identifier != MATCH_EXTERNAL_ID and MATCH_EXTERNAL_ID in entity.fields
+            else None
+        )
+        plain: _Round = []
+        refusable: _Round = []
         for part, positions in rows:
-            done = inserted.get(part.action_id)
-            if not done:
-                rest.append((part, positions))
+            if part.op not in _CREATING:
                 continue
-            codes, valid, first = results[part.chunk].codes, part.rows.valid, part.first_row_no
-            left = []
-            for position in positions:
-                index = valid[position]
-                if first + index in done:
-                    codes[index] = "c"
-                else:
-                    left.append(position)
-            if left:
-                rest.append((part, left))
-        return rest
+            pick = _picker(part, positions)
+            held = (
+                self._fresh.add(part.action_id, pick(part.rows.key))
+                if match_on == entity.identifier
+                else None
+            )
+            if held is None or (other is not None and _any_given(pick(part.rows.values[other]))):
+                refusable.append((part, positions))
+                continue
+            new = [position for position, seen in zip(positions, held, strict=True) if not seen]
+            if new:
+                plain.append((part, new))
+        return plain, refusable
 
     async def _record(
         self,
@@ -735,6 +773,48 @@ def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], Sequence[T
 def _row_nos(part: _Part, pick: Callable[[list[int]], Sequence[int]]) -> list[int]:
     first = part.first_row_no
     return [first + index for index in pick(part.rows.valid)]
+
+
+def _insert_rows(rows: _Round) -> list[tuple[object, ...]]:
+    """The rows as the insert statements stage them: account, action, row_no, the fields."""
+    staged: list[tuple[object, ...]] = []
+    for part, positions in rows:
+        pick = _picker(part, positions)
+        staged += zip(
+            repeat(part.account_id),
+            repeat(part.action_id),
+            _row_nos(part, pick),
+            *map(pick, part.rows.values),
+        )
+    return staged
+
+
+def _not_inserted(
+    rows: _Round, record: asyncpg.Record, results: dict[ChunkKey, ChunkResult]
+) -> _Round:
+    """Mark the rows an insert statement returned as created; the others, in order."""
+    inserted = _by_action(record["action_ids"], record["row_nos"])
+    rest: _Round = []
+    for part, positions in rows:
+        done = inserted.get(part.action_id)
+        if not done:
+            rest.append((part, positions))
+            continue
+        codes, valid, first = results[part.chunk].codes, part.rows.valid, part.first_row_no
+        left = []
+        for position in positions:
+            index = valid[position]
+            if first + index in done:
+                codes[index] = "c"
+            else:
+                left.append(position)
+        if left:
+            rest.append((part, left))
+    return rest
+
+
+def _any_given(values: Sequence[object]) -> bool:
+    return values.count(None) != len(values)
 
 
 def _rounds(

@@ -28,7 +28,7 @@ def test_the_committed_file_is_the_rendering_byte_for_byte(name: str) -> None:
 def test_every_entity_and_action_statement_is_rendered() -> None:
     expected = set()
     for entity in ENTITIES.values():
-        expected |= {entity.apply_query, entity.insert_query}
+        expected |= {entity.apply_query, entity.insert_query, entity.plain_insert_query}
         expected |= {a.apply_query(entity) for a in ACTIONS.values() if entity.name in a.entities}
     assert set(sql_files.rendered()) == expected
 

@@ -35,7 +35,7 @@ def statements() -> list[tuple[str, str, frozenset[str]]]:
     for entity in ENTITIES.values():
         assert isinstance(entity, ModelEntity)
         tables = frozenset({entity.table, *(r.entity.table for r in entity.references.values())})
-        queries = {entity.apply_query, entity.insert_query}
+        queries = {entity.apply_query, entity.insert_query, entity.plain_insert_query}
         queries |= {a.apply_query(entity) for a in ACTIONS.values() if entity.name in a.entities}
         found += [(query, entity.table, tables) for query in sorted(queries)]
     return found

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bulkflow import metrics
 from schemas.messages import Chunk, RowProblem
 from stream_agents.batch import BatchProcessor
 from tests.stream_agents.support import KeptLetters, chunk
@@ -152,6 +153,91 @@ async def test_a_key_of_an_earlier_chunk_in_the_same_statement_is_a_duplicate(
         "SELECT first_name FROM contacts WHERE account_id = $1 AND email = 'b@example.com'", acct
     )
     assert name == "One"
+
+
+def inserts(kind: str) -> float:
+    """Insert fast-path statements of this kind so far (bulkflow_insert_statements)."""
+    return metrics.INSERTS.labels(kind)._value.get()
+
+
+async def test_an_import_inserts_keys_its_action_never_had_without_on_conflict(
+    pool: asyncpg.Pool,
+) -> None:
+    """From its first chunk, an action's new keys go through the plain INSERT, and a
+    key of an earlier batch (an in-file duplicate) to the apply statement."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    action_id = await new_action(pool, acct, 5, "create")
+    plain, refused = inserts("plain"), inserts("plain_refused")
+    [first] = await processor.process(
+        [chunk(action_id, acct, 0, 1, [{"email": "a@example.com"}, {"email": "b@example.com"}])]
+    )
+    [second] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                1,
+                3,
+                [
+                    {"email": "c@example.com"},
+                    {"email": "B@example.com"},
+                    {"email": "d@example.com"},
+                ],
+            )
+        ]
+    )
+    assert (first.codes, second.codes) == ("cc", "csc")
+    assert second.problems[1] == RowProblem("duplicate", "same email as row 2", 2)
+    assert (inserts("plain") - plain, inserts("plain_refused") - refused) == (2, 0)
+    stored = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", acct)
+    assert stored == 4
+
+
+async def test_a_key_the_table_had_before_the_action_redoes_the_round_with_on_conflict(
+    pool: asyncpg.Pool,
+) -> None:
+    """The plain INSERT meets a contact another action created: its savepoint is
+    rolled back, the round goes the refusable way, and so do the action's later
+    rounds. Every row gets the outcome it would have had."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    earlier = await new_action(pool, acct, 1)
+    await processor.process([chunk(earlier, acct, 0, 1, [{"email": "b@example.com"}])])
+    action_id = await new_action(pool, acct, 5)
+    plain, refused = inserts("plain"), inserts("plain_refused")
+    [first] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "a@example.com"},
+                    {"email": "B@example.com", "first_name": "Bea"},
+                    {"email": "c@example.com"},
+                ],
+            )
+        ]
+    )
+    [second] = await processor.process(
+        [chunk(action_id, acct, 1, 4, [{"email": "d@example.com"}, {"email": "A@example.com"}])]
+    )
+    assert (first.codes, second.codes) == ("cuc", "cs")
+    assert second.problems[1] == RowProblem("duplicate", "same email as row 1", 1)
+    assert (inserts("plain") - plain, inserts("plain_refused") - refused) == (0, 1)
+    names = await pool.fetch(
+        "SELECT email, first_name, last_action_id::text AS action FROM contacts"
+        " WHERE account_id = $1 ORDER BY email",
+        acct,
+    )
+    assert [tuple(r) for r in names] == [
+        ("a@example.com", None, action_id),
+        ("b@example.com", "Bea", action_id),
+        ("c@example.com", None, action_id),
+        ("d@example.com", None, action_id),
+    ]
 
 
 async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> None:

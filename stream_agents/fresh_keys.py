@@ -1,0 +1,135 @@
+"""The match keys each action has staged so far: which rows are surely new.
+
+The insert fast path's ``ON CONFLICT DO NOTHING`` makes Postgres probe every
+unique index before each row (a speculative insertion). On 200,000 contact
+rows that costs it 9.2-9.7 µs a row, against 6.4-7.2 for the same ``INSERT``
+without it (``<table>_insert_plain.sql``). The plain statement is safe for rows
+whose keys no row of the table has, and the agent knows most of those: within
+one action, a key that no earlier row of the action had is new, unless the
+table had it before the action began.
+
+So an action staged here from its first chunk keeps its keys in a Bloom filter
+(no false negatives; under 1% false positives). A key the filter may hold
+(an in-file duplicate, or a new key by chance) goes to the apply statement,
+which decides its outcome. The other keys go through the plain ``INSERT``.
+A key the table had before (created by another action, or by another replica
+after a rebalance) aborts that statement. The caller then rolls back its
+savepoint, inserts the round the refusable way, and forgets the action, whose
+later rounds go the refusable way too.
+
+A filter costs 2 bytes a key. Past a budget, the least recently used actions
+are forgotten.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+_BITS_PER_KEY = 16
+_HASHES = 4  # with 16 bits a key: (1 - e^(-4/16))^4 ≈ 0.24% false positives
+_FIRST_CAPACITY = 1 << 14  # keys in a filter's first stage; each next stage holds 4x
+_BUDGET_BYTES = 32 << 20  # every filter together: ~16M keys
+
+Held = npt.NDArray[np.bool_]
+
+
+class _Stage:
+    """A fixed-size Bloom filter: ``capacity`` keys at the intended false-positive rate."""
+
+    __slots__ = ("_mask", "bits", "capacity", "count")
+
+    def __init__(self, capacity: int) -> None:
+        size = 1 << (capacity * _BITS_PER_KEY - 1).bit_length()  # bits: a power of two
+        self.bits = np.zeros(size >> 3, np.uint8)
+        self._mask = np.uint64(size - 1)
+        self.capacity = capacity
+        self.count = 0
+
+    def _slots(self, hashes: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], ...]:
+        """Each key's bytes and bits, _HASHES of each (double hashing of one 64-bit hash)."""
+        step = (hashes >> np.uint64(32)) | np.uint64(1)
+        rounds = np.arange(_HASHES, dtype=np.uint64)[:, None]
+        positions = (hashes + rounds * step) & self._mask
+        bits = np.left_shift(np.uint8(1), (positions & np.uint64(7)).astype(np.uint8))
+        return positions >> np.uint64(3), bits
+
+    def holds(self, hashes: npt.NDArray[np.uint64]) -> Held:
+        byte, bit = self._slots(hashes)
+        return cast(Held, (self.bits[byte] & bit).all(axis=0))
+
+    def add(self, hashes: npt.NDArray[np.uint64]) -> None:
+        byte, bit = self._slots(hashes)
+        np.bitwise_or.at(self.bits, byte.ravel(), bit.ravel())
+        self.count += len(hashes)
+
+
+class KeyFilter:
+    """The keys added so far, as a Bloom filter that grows by stages of 4x."""
+
+    def __init__(self, first_capacity: int = _FIRST_CAPACITY) -> None:
+        self._stages: list[_Stage] = []
+        self._next_capacity = first_capacity
+
+    @property
+    def nbytes(self) -> int:
+        return sum(stage.bits.nbytes for stage in self._stages)
+
+    def add(self, keys: Sequence[str]) -> Held:
+        """Add distinct ``keys``; return which of them it may have held before.
+
+        Never false for a key added before; true for a new key about 0.25% of
+        the time per full stage (under 1% at a million keys).
+        """
+        # str hashes are cached on the strings: the rounds' set() computed them.
+        hashes = np.fromiter(map(hash, keys), np.int64, len(keys)).view(np.uint64)
+        held = np.zeros(len(keys), np.bool_)
+        for stage in self._stages:
+            held |= stage.holds(hashes)
+        rest = hashes[~held]
+        while len(rest):
+            if not self._stages or self._stages[-1].count >= self._stages[-1].capacity:
+                self._stages.append(_Stage(self._next_capacity))
+                self._next_capacity *= 4
+            stage = self._stages[-1]
+            room = stage.capacity - stage.count
+            stage.add(rest[:room])
+            rest = rest[room:]
+        return held
+
+
+class FreshKeys:
+    """The key filters of the actions staged here from their first chunk."""
+
+    def __init__(self, budget_bytes: int = _BUDGET_BYTES) -> None:
+        self._filters: OrderedDict[str, KeyFilter] = OrderedDict()
+        self._budget = budget_bytes
+
+    def start(self, action_id: str) -> None:
+        """The action's first chunk is staged: its keys are tracked from here on."""
+        self._filters[action_id] = KeyFilter()
+        self._filters.move_to_end(action_id)
+
+    def forget(self, action_id: str) -> None:
+        """The table holds a key of the action that its filter does not."""
+        self._filters.pop(action_id, None)
+
+    def add(self, action_id: str, keys: Sequence[str]) -> Held | None:
+        """Add the action's next keys; which of them may be taken, or None if untracked."""
+        found = self._filters.get(action_id)
+        if found is None:
+            return None
+        self._filters.move_to_end(action_id)
+        held = found.add(keys)
+        self._within_budget()
+        return held
+
+    def _within_budget(self) -> None:
+        total = sum(f.nbytes for f in self._filters.values())
+        while total > self._budget and self._filters:
+            _, oldest = self._filters.popitem(last=False)
+            total -= oldest.nbytes
