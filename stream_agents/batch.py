@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -594,7 +594,8 @@ class BatchProcessor:
             if held is None or (other is not None and _any_given(pick(part.rows.values[other]))):
                 refusable.append((part, positions))
                 continue
-            new = [position for position, seen in zip(positions, held, strict=True) if not seen]
+            # Iterating numpy's bools costs ~0.1 us each; their list, none.
+            new = list(compress(positions, (~held).tolist())) if held.any() else positions
             if new:
                 plain.append((part, new))
         return plain, refusable
