@@ -431,8 +431,9 @@ class BatchProcessor:
         for group in staged:
             entity = self._entities[group.entity]
             for part in group.parts:
-                if part.chunk[1] == 0 and part.op in _CREATING:
-                    self._fresh.start(part.action_id)
+                _, chunk_no = part.chunk
+                if chunk_no == 0 and part.op in _CREATING:
+                    self._fresh.start(part.action_id)  # its keys are known from row one
             for rows in _rounds(group.parts, results, entity):
                 if isolate:
                     for part, positions in rows:
@@ -569,10 +570,11 @@ class BatchProcessor:
     def _split(self, entity: Entity, match_on: str, rows: _Round) -> tuple[_Round, _Round]:
         """The round's creating rows for the plain INSERT, and for the refusable one.
 
-        Plain: the rows whose keys their action surely never had, matched on
-        the identifier with no other unique value (an external id), which the
-        plain INSERT would put ahead of earlier rows that go to the apply
-        statement. Neither: the rows whose keys their action's filter may
+        Plain: rows matched on the identifier whose keys their action surely
+        never had. Not a part with another unique value (an external id): the
+        plain INSERT would write it ahead of an earlier row sent to the apply
+        statement (a new key the filter holds by chance), which must win that
+        value in file order. In neither list: rows whose keys the filter may
         hold; the apply statement decides them.
         """
         other = (

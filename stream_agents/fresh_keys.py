@@ -17,8 +17,8 @@ after a rebalance) aborts that statement. The caller then rolls back its
 savepoint, inserts the round the refusable way, and forgets the action, whose
 later rounds go the refusable way too.
 
-A filter costs 2 bytes a key. Past a budget, the least recently used actions
-are forgotten.
+A filter costs 2 bytes a key of its stages' capacity (2-2.7 bytes a key held).
+Past a budget, the least recently used actions are forgotten.
 """
 
 from __future__ import annotations
