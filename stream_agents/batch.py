@@ -329,24 +329,34 @@ class BatchProcessor:
         # the two run on different cores. Reading is split the same way, in
         # two calls rather than one per part (a column kernel's cost is mostly
         # per call): the first part's rows, then the rest of the batch's while
-        # Postgres applies the first part.
+        # Postgres applies the first part. The rest is read on a worker thread
+        # (the reading touches only its own chunks' results): on the event loop
+        # it held up the first part's reply and the statements after it, and
+        # the agent and Postgres took turns (in-process, 200,000 rows, seven
+        # alternated runs each: 14.1 -> 12.3 us a row of wall time).
         reads = self._read(parts[0], states, results)
         writing: asyncio.Task[None] | None = None
+        rest: asyncio.Future[dict[ChunkKey, tuple[Entity, str, str, ReadRows]]] | None = None
         try:
             for number, part in enumerate(parts):
+                if rest is not None and number == 1:
+                    reads |= await rest
                 staged = self._stage(part, reads)
                 if writing is not None:
                     await writing
                 writing = asyncio.create_task(self._write(conn, staged, results, isolate))
                 await asyncio.sleep(0)  # let it send its statement before the next part
                 if number == 0 and len(parts) > 1:
-                    reads |= self._read(chunks[len(part) :], states, results)
+                    rest = asyncio.ensure_future(
+                        asyncio.to_thread(self._read, chunks[len(part) :], states, results)
+                    )
             if writing is not None:
                 await writing
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
-                await asyncio.gather(writing, return_exceptions=True)
+            for pending in (writing, rest):
+                if pending is not None and not pending.done():
+                    pending.cancel()  # a read already running ends on its own, unused
+                    await asyncio.gather(pending, return_exceptions=True)
         return results
 
     def _read(
