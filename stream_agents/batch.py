@@ -36,6 +36,8 @@ from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 
 from bulkflow import constants, metrics, sql
 from bulkflow.database import ping
@@ -581,12 +583,9 @@ class BatchProcessor:
     def _split(self, entity: Entity, match_on: str, rows: _Round) -> tuple[_Round, _Round]:
         """The round's creating rows for the plain INSERT, and for the refusable one.
 
-        Plain: rows matched on the identifier whose keys their action surely
-        never had. Not a part with another unique value (an external id): the
-        plain INSERT would write it ahead of an earlier row sent to the apply
-        statement (a new key the filter holds by chance), which must win that
-        value in file order. In neither list: rows whose keys the filter may
-        hold; the apply statement decides them.
+        Plain: rows matched on the identifier whose key and external id their
+        action surely never had. In neither list: rows with a value a filter
+        may hold; the apply statement decides them.
         """
         other = (
             entity.fields.index(MATCH_EXTERNAL_ID)
@@ -600,11 +599,13 @@ class BatchProcessor:
                 continue
             pick = _picker(part, positions)
             held = (
-                self._fresh.add(part.action_id, pick(part.rows.key))
+                self._fresh.add(part.action_id, match_on, pick(part.rows.key))
                 if match_on == entity.identifier
                 else None
             )
-            if held is None or (other is not None and _any_given(pick(part.rows.values[other]))):
+            if held is not None and other is not None:
+                held |= self._held_values(part.action_id, pick(part.rows.values[other]))
+            if held is None:
                 refusable.append((part, positions))
                 continue
             # Iterating numpy's bools costs ~0.1 us each; their list, none.
@@ -612,6 +613,26 @@ class BatchProcessor:
             if new:
                 plain.append((part, new))
         return plain, refusable
+
+    def _held_values(self, action_id: str, values: Sequence[object]) -> npt.NDArray[np.bool_]:
+        """Which rows give an external id the action's filter may hold, or one an
+        earlier row of these gives."""
+        held = np.zeros(len(values), np.bool_)
+        if values.count(None) == len(values):
+            return held
+        first: dict[str, int] = {}
+        given = []
+        for position, value in enumerate(values):
+            if value is None:
+                continue
+            if str(value) in first:
+                held[position] = True
+            else:
+                first[str(value)] = position
+                given.append(position)
+        taken = self._fresh.add(action_id, MATCH_EXTERNAL_ID, list(first))
+        held[given] = True if taken is None else taken
+        return held
 
     async def _record(
         self,
@@ -825,10 +846,6 @@ def _not_inserted(
         if left:
             rest.append((part, left))
     return rest
-
-
-def _any_given(values: Sequence[object]) -> bool:
-    return values.count(None) != len(values)
 
 
 def _rounds(

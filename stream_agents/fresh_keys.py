@@ -9,9 +9,11 @@ one action, a key that no earlier row of the action had is new, unless the
 table had it before the action began.
 
 So an action staged here from its first chunk keeps its keys in a Bloom filter
-(no false negatives; under 1% false positives). A key the filter may hold
-(an in-file duplicate, or a new key by chance) goes to the apply statement,
-which decides its outcome. The other keys go through the plain ``INSERT``.
+(no false negatives; under 1% false positives), and its external ids in another.
+A row with a value a filter may hold (an in-file duplicate, or a new value by
+chance) goes to the apply statement, which decides its outcome; so does every
+later row with that value, which keeps the file's order for who gets it. The
+other rows go through the plain ``INSERT``.
 A key the table had before (created by another action, or by another replica
 after a rebalance) aborts that statement. The caller then rolls back its
 savepoint, inserts the round the refusable way, and forgets the action, whose
@@ -103,33 +105,35 @@ class KeyFilter:
 
 
 class FreshKeys:
-    """The key filters of the actions staged here from their first chunk."""
+    """The key filters of the actions staged here from their first chunk: one
+    per unique field (the match key, the external id) of each action."""
 
     def __init__(self, budget_bytes: int = _BUDGET_BYTES) -> None:
-        self._filters: OrderedDict[str, KeyFilter] = OrderedDict()
+        self._filters: OrderedDict[str, dict[str, KeyFilter]] = OrderedDict()
         self._budget = budget_bytes
 
     def start(self, action_id: str) -> None:
         """The action's first chunk is staged: its keys are tracked from here on."""
-        self._filters[action_id] = KeyFilter()
+        self._filters[action_id] = {}
         self._filters.move_to_end(action_id)
 
     def forget(self, action_id: str) -> None:
         """The table holds a key of the action that its filter does not."""
         self._filters.pop(action_id, None)
 
-    def add(self, action_id: str, keys: Sequence[str]) -> Held | None:
-        """Add the action's next keys; which of them may be taken, or None if untracked."""
+    def add(self, action_id: str, field: str, keys: Sequence[str]) -> Held | None:
+        """Add the action's next distinct values of ``field``; which of them may be
+        taken, or None if the action is not tracked."""
         found = self._filters.get(action_id)
         if found is None:
             return None
         self._filters.move_to_end(action_id)
-        held = found.add(keys)
+        held = found.setdefault(field, KeyFilter()).add(keys)
         self._within_budget()
         return held
 
     def _within_budget(self) -> None:
-        total = sum(f.nbytes for f in self._filters.values())
+        total = sum(f.nbytes for fields in self._filters.values() for f in fields.values())
         while total > self._budget and self._filters:
             _, oldest = self._filters.popitem(last=False)
-            total -= oldest.nbytes
+            total -= sum(f.nbytes for f in oldest.values())

@@ -240,6 +240,59 @@ async def test_a_key_the_table_had_before_the_action_redoes_the_round_with_on_co
     ]
 
 
+async def test_external_ids_of_an_import_keep_file_order_on_the_plain_path(
+    pool: asyncpg.Pool,
+) -> None:
+    """Rows with external ids take the plain INSERT too; a later row repeating an
+    earlier row's external id (in its chunk or a later one) goes to the apply
+    statement, which fails it: the earlier row keeps the value."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    action_id = await new_action(pool, acct, 5, "create")
+    plain, refused = inserts("plain"), inserts("plain_refused")
+    [first] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                0,
+                1,
+                [
+                    {"email": "a@example.com", "external_id": "X-1"},
+                    {"email": "b@example.com", "external_id": "X-2"},
+                    {"email": "c@example.com", "external_id": "X-1"},
+                ],
+            )
+        ]
+    )
+    [second] = await processor.process(
+        [
+            chunk(
+                action_id,
+                acct,
+                1,
+                4,
+                [
+                    {"email": "d@example.com", "external_id": "X-2"},
+                    {"email": "e@example.com", "external_id": "X-3"},
+                ],
+            )
+        ]
+    )
+    assert (first.codes, second.codes) == ("ccf", "fc")
+    assert first.problems[2].reason == second.problems[0].reason == "external_id_taken"
+    assert (inserts("plain") - plain, inserts("plain_refused") - refused) == (2, 0)
+    owners = await pool.fetch(
+        "SELECT external_id, email FROM contacts WHERE account_id = $1 ORDER BY external_id",
+        acct,
+    )
+    assert [tuple(r) for r in owners] == [
+        ("X-1", "a@example.com"),
+        ("X-2", "b@example.com"),
+        ("X-3", "e@example.com"),
+    ]
+
+
 async def test_two_actions_in_one_batch_apply_in_order(pool: asyncpg.Pool) -> None:
     acct = account()
     earlier = await new_action(pool, acct, 1)

@@ -28,12 +28,13 @@ def test_new_keys_are_rarely_held() -> None:
 
 def test_an_action_is_tracked_from_its_first_chunk_until_forgotten() -> None:
     fresh = FreshKeys()
-    assert fresh.add("action", ["a"]) is None
+    assert fresh.add("action", "email", ["a"]) is None
     fresh.start("action")
-    assert fresh.add("action", ["a", "b"]).tolist() == [False, False]
-    assert fresh.add("action", ["b", "c"]).tolist() == [True, False]
+    assert fresh.add("action", "email", ["a", "b"]).tolist() == [False, False]
+    assert fresh.add("action", "email", ["b", "c"]).tolist() == [True, False]
+    assert fresh.add("action", "external_id", ["b"]).tolist() == [False]  # a filter per field
     fresh.forget("action")
-    assert fresh.add("action", ["a"]) is None
+    assert fresh.add("action", "email", ["a"]) is None
 
 
 def test_past_the_budget_the_least_recently_used_actions_are_forgotten() -> None:
@@ -42,10 +43,10 @@ def test_past_the_budget_the_least_recently_used_actions_are_forgotten() -> None
     fresh = FreshKeys(budget_bytes=2 * one.nbytes)
     for action in ("first", "second"):
         fresh.start(action)
-        fresh.add(action, ["a"])
-    fresh.add("first", ["b"])  # used last: "second" is the oldest now
+        fresh.add(action, "email", ["a"])
+    fresh.add("first", "email", ["b"])  # used last: "second" is the oldest now
     fresh.start("third")
-    fresh.add("third", ["a"])
-    assert fresh.add("second", ["c"]) is None
-    assert fresh.add("first", ["c"]) is not None
-    assert fresh.add("third", ["c"]) is not None
+    fresh.add("third", "email", ["a"])
+    assert fresh.add("second", "email", ["c"]) is None
+    assert fresh.add("first", "email", ["c"]) is not None
+    assert fresh.add("third", "email", ["c"]) is not None
