@@ -8,9 +8,9 @@ One transaction per batch:
 3. stage the valid rows and apply them with the entity's one-statement SQL
    (rows repeating a key within the batch: same action -> skipped as
    ``duplicate``; another action -> a later round, keeping submission order),
-   new rows first through the entity's insert fast path; a batch goes in parts:
-   the rows after the first part are validated while Postgres applies it, and
-   each part is staged while Postgres applies the previous one;
+   new rows first through the entity's insert fast path; a batch goes in parts,
+   and the rows after the first part are validated, on a worker thread, while
+   Postgres applies it;
 4. record the chunks in the ledger and add their counts to their actions.
 
 Nothing is half-applied because nothing commits until step 4. While Postgres
@@ -326,17 +326,17 @@ class BatchProcessor:
             chunks[start : start + constants.STATEMENT_CHUNKS]
             for start in range(0, len(chunks), constants.STATEMENT_CHUNKS)
         ]
-        # Parts in order, each part's rows staged (Python) while Postgres
-        # applies the previous part's (same connection, same transaction):
-        # the two run on different cores. Reading is split the same way, in
-        # two calls rather than one per part (a column kernel's cost is mostly
-        # per call): the first part's rows, then the rest of the batch's while
-        # Postgres applies the first part. The rest is read on a worker thread
-        # (the reading touches only its own chunks' results): on the event loop
-        # it held up the first part's reply and the statements after it, and
-        # the agent and Postgres took turns (in-process, 200,000 rows, runs
-        # alternated: 13.0-15.2 us a row of wall time in seven, 11.5-13.7 in
-        # eleven with the thread).
+        # Parts in order, one after the other (same connection, same
+        # transaction). Reading is split in two calls rather than one per part
+        # (a column kernel's cost is mostly per call): the first part's rows,
+        # then the rest of the batch's while Postgres applies the first part,
+        # on a worker thread (the reading touches only its own chunks'
+        # results). On the event loop that read held up the first part's reply
+        # and the statements after it, and the agent and Postgres took turns
+        # (in-process, 200,000 rows, runs alternated: 13.0-15.2 us a row of
+        # wall time in seven, 11.5-13.7 in eleven with the thread). Staging
+        # each part while Postgres applies the previous one measured slower
+        # (README, "tried and not kept").
         reads = self._read(parts[0], states, results)
         writing: asyncio.Task[None] | None = None
         rest: asyncio.Future[dict[ChunkKey, tuple[Entity, str, str, ReadRows]]] | None = None
@@ -587,6 +587,9 @@ class BatchProcessor:
         action surely never had. In neither list: rows with a value a filter
         may hold; the apply statement decides them.
         """
+        creating = [(part, positions) for part, positions in rows if part.op in _CREATING]
+        if match_on != entity.identifier:
+            return [], creating
         other = (
             entity.fields.index(MATCH_EXTERNAL_ID)
             if entity.identifier != MATCH_EXTERNAL_ID and MATCH_EXTERNAL_ID in entity.fields
@@ -594,15 +597,9 @@ class BatchProcessor:
         )
         plain: _Round = []
         refusable: _Round = []
-        for part, positions in rows:
-            if part.op not in _CREATING:
-                continue
+        for part, positions in creating:
             pick = _picker(part, positions)
-            held = (
-                self._fresh.add(part.action_id, match_on, pick(part.rows.key))
-                if match_on == entity.identifier
-                else None
-            )
+            held = self._fresh.add(part.action_id, match_on, pick(part.rows.key))
             if held is not None and other is not None:
                 held |= self._held_values(part.action_id, pick(part.rows.values[other]))
             if held is None:
@@ -625,10 +622,11 @@ class BatchProcessor:
         for position, value in enumerate(values):
             if value is None:
                 continue
-            if str(value) in first:
+            key = str(value)
+            if key in first:
                 held[position] = True
             else:
-                first[str(value)] = position
+                first[key] = position
                 given.append(position)
         taken = self._fresh.add(action_id, MATCH_EXTERNAL_ID, list(first))
         held[given] = True if taken is None else taken

@@ -111,15 +111,16 @@ class FreshKeys:
     def __init__(self, budget_bytes: int = _BUDGET_BYTES) -> None:
         self._filters: OrderedDict[str, dict[str, KeyFilter]] = OrderedDict()
         self._budget = budget_bytes
+        self._bytes = 0  # every filter's, kept as they grow: add() runs once a part
 
     def start(self, action_id: str) -> None:
         """The action's first chunk is staged: its keys are tracked from here on."""
+        self.forget(action_id)
         self._filters[action_id] = {}
-        self._filters.move_to_end(action_id)
 
     def forget(self, action_id: str) -> None:
         """The table holds a key of the action that its filter does not."""
-        self._filters.pop(action_id, None)
+        self._bytes -= _nbytes(self._filters.pop(action_id, {}))
 
     def add(self, action_id: str, field: str, keys: Sequence[str]) -> Held | None:
         """Add the action's next distinct values of ``field``; which of them may be
@@ -128,12 +129,15 @@ class FreshKeys:
         if found is None:
             return None
         self._filters.move_to_end(action_id)
-        held = found.setdefault(field, KeyFilter()).add(keys)
-        self._within_budget()
+        key_filter = found.setdefault(field, KeyFilter())
+        before = key_filter.nbytes
+        held = key_filter.add(keys)
+        self._bytes += key_filter.nbytes - before
+        while self._bytes > self._budget and self._filters:
+            _, oldest = self._filters.popitem(last=False)
+            self._bytes -= _nbytes(oldest)
         return held
 
-    def _within_budget(self) -> None:
-        total = sum(f.nbytes for fields in self._filters.values() for f in fields.values())
-        while total > self._budget and self._filters:
-            _, oldest = self._filters.popitem(last=False)
-            total -= sum(f.nbytes for f in oldest.values())
+
+def _nbytes(fields: dict[str, KeyFilter]) -> int:
+    return sum(f.nbytes for f in fields.values())
