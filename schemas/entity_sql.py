@@ -394,6 +394,8 @@ def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:
         " before each row as ON CONFLICT does. A row whose"
         f" {' or '.join(_unique(entity))} is taken aborts the statement (unique_violation):"
         f" the caller rolls back its savepoint and inserts the rows with {table}_insert.sql."
+        " It returns nothing: when the command tag counts fewer rows than were sent, the"
+        " caller does the same."
         if plain
         else f"The fast path of {table}_apply.sql for rows that may create {_a(name)}:"
         " insert every row no unique index refuses, and return which ones went in."
@@ -417,8 +419,12 @@ def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:
             ),
             "$1: the rows, a JSON array of arrays [account_id, action_id, row_no, then"
             f" the written fields in the order of {model}: {', '.join(c.field for c in cols)}]."
-            " Returns the inserted rows' action ids and row numbers as two arrays (one"
-            " result row instead of one per inserted row).",
+            + (
+                ""
+                if plain
+                else " Returns the inserted rows' action ids and row numbers as two arrays"
+                " (one result row instead of one per inserted row)."
+            ),
         )
     )
     targets = ["account_id", *(c.column for c in cols), "last_action_id", "last_row_no"]
@@ -443,28 +449,34 @@ def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:
     values += ["(r->>1)::uuid", "(r->>2)::int"]
     ident = next(c for c in cols if c.field == entity.identifier)
     rows = "jsonb_array_elements($1) WITH ORDINALITY AS s (r, seq)"
+    # The plain statement returns nothing (the caller reads its command tag);
+    # the refusable one returns what went in, through the CTE "inserted".
+    head = "" if plain else "WITH inserted AS (\n"
     if resolved:
         head = (
             "WITH staged AS MATERIALIZED (\n"
             f"    SELECT s.r, s.seq{''.join(resolved)}\n"
-            f"    FROM {rows}\n"
-            "),\ninserted AS (\n"
+            f"    FROM {rows}\n" + (")\n" if plain else "),\ninserted AS (\n")
         )
         rows = "staged AS s"
-    else:
-        head = "WITH inserted AS (\n"
+    pad = "" if plain else "    "  # the refusable INSERT is inside the CTE
+    insert = (
+        f"{pad}INSERT INTO {table} AS c (\n"
+        + wrap(targets, f"{pad}    ", f"{pad}    ")
+        + f"\n{pad})\n"
+        + wrap(values, f"{pad}SELECT ", f"{pad}       ")
+        + f"\n{pad}FROM {rows}\n"
+        + f"{pad}WHERE r->>{ident.offset(INSERT_HEAD)} IS NOT NULL\n"
+        + "".join(pad + w.removeprefix("    ") for w in wheres)
+        + f"{pad}ORDER BY s.seq\n"
+    )
+    if plain:
+        return header + head + insert
     return (
         header
         + head
-        + f"    INSERT INTO {table} AS c (\n"
-        + wrap(targets, "        ", "        ")
-        + "\n    )\n"
-        + wrap(values, "    SELECT ", "           ")
-        + f"\n    FROM {rows}\n"
-        + f"    WHERE r->>{ident.offset(INSERT_HEAD)} IS NOT NULL\n"
-        + "".join(wheres)
-        + "    ORDER BY s.seq\n"
-        + ("" if plain else "    ON CONFLICT DO NOTHING\n")
+        + insert
+        + "    ON CONFLICT DO NOTHING\n"
         + "    RETURNING c.last_action_id, c.last_row_no\n"
         ")\n"
         "SELECT coalesce(array_agg(last_action_id::text), '{}') AS action_ids,\n"

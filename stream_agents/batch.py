@@ -561,17 +561,19 @@ class BatchProcessor:
         if plain:
             try:
                 async with conn.transaction():  # a savepoint
-                    first = await conn.fetchrow(
-                        sql.postgres(entity.plain_insert_query), _insert_rows(plain)
-                    )
-            except asyncpg.UniqueViolationError:
+                    new_rows = _insert_rows(plain)
+                    tag = await conn.execute(sql.postgres(entity.plain_insert_query), new_rows)
+                    if _row_count(tag) != len(new_rows):
+                        # A row without its key, or naming what does not exist.
+                        raise _NotAllInserted(tag)
+            except (asyncpg.UniqueViolationError, _NotAllInserted):
                 metrics.INSERTS.labels("plain_refused").inc()
                 for part, _ in plain:
                     self._fresh.forget(part.action_id)
                 refusable = [(part, pos) for part, pos in rows if part.op in _CREATING]
             else:
                 metrics.INSERTS.labels("plain").inc()
-                rows = _not_inserted(rows, first, results)
+                rows = _created(rows, plain, results)
         if not refusable:
             return rows
         new_rows = _insert_rows(refusable)
@@ -721,6 +723,10 @@ class _InsertFirst:
             self._skipping.update(part.action_id for part, _ in tried)
 
 
+class _NotAllInserted(Exception):
+    """The plain INSERT left rows out: its savepoint is rolled back."""
+
+
 class HeldForReplay(Exception):
     """The chunk waits behind an earlier dead-lettered chunk of its action."""
 
@@ -820,6 +826,29 @@ def _insert_rows(rows: _Round) -> list[tuple[object, ...]]:
             *map(pick, part.rows.values),
         )
     return staged
+
+
+def _row_count(tag: str) -> int:
+    """The rows a command tag counts (``INSERT 0 8000``)."""
+    return int(tag.rpartition(" ")[2])
+
+
+def _created(rows: _Round, plain: _Round, results: dict[ChunkKey, ChunkResult]) -> _Round:
+    """Mark the rows the plain INSERT took (all of ``plain``) as created; the others, in order."""
+    taken = {part.chunk: positions for part, positions in plain}
+    rest: _Round = []
+    for part, positions in rows:
+        done = taken.get(part.chunk)
+        if done is None:
+            rest.append((part, positions))
+            continue
+        codes, valid = results[part.chunk].codes, part.rows.valid
+        for position in done:
+            codes[valid[position]] = "c"
+        if len(done) < len(positions):
+            left = set(done)
+            rest.append((part, [p for p in positions if p not in left]))
+    return rest
 
 
 def _not_inserted(

@@ -7,33 +7,26 @@
 -- each unique index before each row as ON CONFLICT does. A row whose
 -- external_id is taken aborts the statement (unique_violation): the caller
 -- rolls back its savepoint and inserts the rows with opportunities_insert.sql.
--- A row naming what does not exist is not inserted either: the apply statement
--- fails it.
+-- It returns nothing: when the command tag counts fewer rows than were sent,
+-- the caller does the same. A row naming what does not exist is not inserted
+-- either: the apply statement fails it.
 --
 -- $1: the rows, a JSON array of arrays [account_id, action_id, row_no, then
 -- the written fields in the order of schemas.opportunity.OpportunityRow:
 -- external_id, name, amount, stage, close_date, contact_email, custom_fields].
--- Returns the inserted rows' action ids and row numbers as two arrays (one
--- result row instead of one per inserted row).
 WITH staged AS MATERIALIZED (
     SELECT s.r, s.seq,
            (SELECT o.id FROM contacts o
             WHERE o.account_id = r->>0 AND lower(o.email) = lower(r->>8)) AS contact_id
     FROM jsonb_array_elements($1) WITH ORDINALITY AS s (r, seq)
-),
-inserted AS (
-    INSERT INTO opportunities AS c (
-        account_id, external_id, name, amount, stage, close_date, contact_id, custom_fields,
-        last_action_id, last_row_no
-    )
-    SELECT r->>0, r->>3, r->>4, (r->>5)::numeric, r->>6, (r->>7)::date, contact_id,
-           coalesce(nullif(r->9, 'null'), '{}'), (r->>1)::uuid, (r->>2)::int
-    FROM staged AS s
-    WHERE r->>3 IS NOT NULL
-      AND (r->>8 IS NULL OR contact_id IS NOT NULL)
-    ORDER BY s.seq
-    RETURNING c.last_action_id, c.last_row_no
 )
-SELECT coalesce(array_agg(last_action_id::text), '{}') AS action_ids,
-       coalesce(array_agg(last_row_no), '{}') AS row_nos
-FROM inserted
+INSERT INTO opportunities AS c (
+    account_id, external_id, name, amount, stage, close_date, contact_id, custom_fields,
+    last_action_id, last_row_no
+)
+SELECT r->>0, r->>3, r->>4, (r->>5)::numeric, r->>6, (r->>7)::date, contact_id,
+       coalesce(nullif(r->9, 'null'), '{}'), (r->>1)::uuid, (r->>2)::int
+FROM staged AS s
+WHERE r->>3 IS NOT NULL
+  AND (r->>8 IS NULL OR contact_id IS NOT NULL)
+ORDER BY s.seq

@@ -240,6 +240,35 @@ async def test_a_key_the_table_had_before_the_action_redoes_the_round_with_on_co
     ]
 
 
+async def test_a_row_the_plain_insert_leaves_out_redoes_the_round_with_on_conflict(
+    pool: asyncpg.Pool,
+) -> None:
+    """The plain INSERT returns nothing: when its command tag counts fewer rows than
+    were sent (here one names a contact that does not exist), its savepoint is
+    rolled back and the refusable INSERT and the apply statement decide the rows."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 1)
+    await processor.process([chunk(seed, acct, 0, 1, [{"email": "ada@example.com"}])])
+    action_id = await new_action(pool, acct, 3, "create")
+    plain, refused = inserts("plain"), inserts("plain_refused")
+    deals = [
+        {"external_id": "D-1", "contact_email": "ada@example.com"},
+        {"external_id": "D-2", "contact_email": "nobody@example.com"},
+        {"external_id": "D-3"},
+    ]
+    [out] = await processor.process([Chunk(action_id, acct, "opportunity", "create", 0, 1, deals)])
+    assert out.codes == "cfc"
+    assert out.problems[1].reason == "contact_not_found"
+    assert (inserts("plain") - plain, inserts("plain_refused") - refused) == (0, 1)
+    stored = await pool.fetch(
+        "SELECT external_id, last_row_no FROM opportunities WHERE account_id = $1"
+        " ORDER BY external_id",
+        acct,
+    )
+    assert [tuple(r) for r in stored] == [("D-1", 1), ("D-3", 3)]
+
+
 async def test_external_ids_of_an_import_keep_file_order_on_the_plain_path(
     pool: asyncpg.Pool,
 ) -> None:
