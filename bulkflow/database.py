@@ -25,6 +25,12 @@ def _encode_json(value: Any) -> str:
     return orjson.dumps(value, default=_exact).decode()
 
 
+def json_fragment(value: Any) -> orjson.Fragment:
+    """``value`` as JSON now, for a json or jsonb parameter sent later: the codec
+    passes a fragment through as it is (an agent encodes rows off the event loop)."""
+    return orjson.Fragment(orjson.dumps(value, default=_exact))
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(

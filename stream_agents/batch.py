@@ -9,8 +9,8 @@ One transaction per batch:
    (rows repeating a key within the batch: same action -> skipped as
    ``duplicate``; another action -> a later round, keeping submission order),
    new rows first through the entity's insert fast path; a batch goes in parts,
-   and the rows after the first part are validated, on a worker thread, while
-   Postgres applies it;
+   and the parts after the first are validated and staged on a worker thread
+   while Postgres applies the ones before them;
 4. record the chunks in the ledger and add their counts to their actions.
 
 Nothing is half-applied because nothing commits until step 4. While Postgres
@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress, repeat
@@ -38,9 +39,10 @@ from typing import NamedTuple, Protocol, TypeVar
 import asyncpg
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from bulkflow import constants, metrics, sql
-from bulkflow.database import ping
+from bulkflow.database import json_fragment, ping
 from bulkflow.retry import Failure, until_answers
 from schemas.action import ACTIONS, ActionType
 from schemas.column_reader import ReadRows, read_chunks
@@ -55,6 +57,7 @@ from stream_agents.errors import (
     row_reason,
 )
 from stream_agents.fresh_keys import FreshKeys
+from stream_agents.lookahead import Lookahead
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,24 @@ class _Group(NamedTuple):
     match_on: str
     query: str  # the action's apply statement for the entity (ActionType.apply_query)
     parts: list[_Part]
+
+
+class _Split(NamedTuple):
+    """A round's creating rows: for the plain INSERT (staged, as its JSON), and for
+    the refusable one (staged when it runs: usually there are none)."""
+
+    plain: _Round
+    refusable: _Round
+    plain_rows: orjson.Fragment
+    rows: int  # how many plain rows
+
+
+class _Prepared(NamedTuple):
+    """A group's rows in rounds, the first one split ahead unless applied row by row."""
+
+    group: _Group
+    rounds: list[_Round]
+    split: _Split | None
 
 
 class DeadLetters(Protocol):
@@ -327,40 +348,48 @@ class BatchProcessor:
             for start in range(0, len(chunks), constants.STATEMENT_CHUNKS)
         ]
         # Parts in order, one after the other (same connection, same
-        # transaction). Reading is split in two calls rather than one per part
-        # (a column kernel's cost is mostly per call): the first part's rows,
-        # then the rest of the batch's while Postgres applies the first part,
-        # on a worker thread (the reading touches only its own chunks'
-        # results). On the event loop that read held up the first part's reply
-        # and the statements after it, and the agent and Postgres took turns
-        # (in-process, 200,000 rows, runs alternated: 13.0-15.2 us a row of
-        # wall time in seven, 11.5-13.7 in eleven with the thread). Staging
-        # each part while Postgres applies the previous one measured slower
-        # (README, "tried and not kept").
-        reads = self._read(parts[0], states, results)
-        writing: asyncio.Task[None] | None = None
-        rest: asyncio.Future[dict[ChunkKey, tuple[Entity, str, str, ReadRows]]] | None = None
-        try:
-            for number, part in enumerate(parts):
-                if rest is not None and number == 1:
-                    reads |= await rest
-                staged = self._stage(part, reads)
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(self._write(conn, staged, results, isolate))
-                await asyncio.sleep(0)  # let it send its statement before the next part
-                if number == 0 and len(parts) > 1:
-                    rest = asyncio.ensure_future(
-                        asyncio.to_thread(self._read, chunks[len(part) :], states, results)
-                    )
-            if writing is not None:
-                await writing
-        finally:
-            for pending in (writing, rest):
-                if pending is not None and not pending.done():
-                    pending.cancel()  # a read already running ends on its own, unused
-                    await asyncio.gather(pending, return_exceptions=True)
+        # transaction). Between statements the event loop should only send and
+        # receive: the first part is read and prepared here while a worker
+        # thread reads the rest of the batch (in one call: a column kernel's
+        # cost is mostly per call), then prepares each later part (rounds, key
+        # filter split, its insert rows encoded) while Postgres applies the
+        # parts before it. Each later part prepared on the loop instead, while
+        # Postgres applied the previous one, measured slower (README, "tried
+        # and not kept"); on the thread, in-process, wall time fell from 1.64 to
+        # 1.50 times Postgres' own CPU (README).
+        rest = [chunk for part in parts[1:] for chunk in part]
+        split = threading.Event()  # the first part's keys are in the filters
+        ahead = Lookahead(lambda: self._ahead(parts[1:], rest, states, results, isolate, split))
+        async with ahead:
+            try:
+                reads = self._read(parts[0], states, results)
+                first = self._prepare(parts[0], reads, results, isolate)
+            finally:
+                split.set()
+            await self._write(conn, first, results, isolate)
+            async for prepared in ahead:
+                await self._write(conn, prepared, results, isolate)
         return results
+
+    def _ahead(
+        self,
+        parts: list[list[Chunk]],
+        chunks: list[Chunk],
+        states: dict[str, _State],
+        results: dict[ChunkKey, ChunkResult],
+        isolate: bool,
+        after: threading.Event,
+    ) -> Generator[list[_Prepared], None, None]:
+        """On a worker thread: read ``chunks`` (the parts' chunks), then prepare each
+        part once the part before them is (``after``): the key filters see the
+        rows in file order.
+
+        It touches only these chunks' results, and the key filters under their lock.
+        """
+        reads = self._read(chunks, states, results)
+        after.wait()
+        for part in parts:
+            yield self._prepare(part, reads, results, isolate)
 
     def _read(
         self, chunks: list[Chunk], states: dict[str, _State], results: dict[ChunkKey, ChunkResult]
@@ -406,23 +435,28 @@ class BatchProcessor:
                 reads[chunk.key] = (entity, match_on, query, read)
         return reads
 
-    def _stage(
-        self, chunks: list[Chunk], reads: dict[ChunkKey, tuple[Entity, str, str, ReadRows]]
-    ) -> list[_Group]:
-        """The chunks' valid rows; a group per run of chunks with one entity, match field
-        and statement.
+    def _prepare(
+        self,
+        chunks: list[Chunk],
+        reads: dict[ChunkKey, tuple[Entity, str, str, ReadRows]],
+        results: dict[ChunkKey, ChunkResult],
+        isolate: bool,
+    ) -> list[_Prepared]:
+        """The chunks' valid rows in rounds, a group per run of chunks with one entity,
+        match field and statement; each group's first round split and encoded for
+        the plain INSERT.
 
         Runs, not one group per entity and match field: the groups are applied
         one after the other, and a later action's rows must not go first.
         """
-        staged: list[_Group] = []
+        groups: list[_Group] = []
         for chunk in chunks:
             if chunk.key not in reads:
                 continue  # cancelled, or of an unknown entity or action: failed already
             entity, match_on, query, read = reads[chunk.key]
-            if not staged or staged[-1][:3] != (entity.name, match_on, query):
-                staged.append(_Group(entity.name, match_on, query, []))
-            staged[-1].parts.append(
+            if not groups or groups[-1][:3] != (entity.name, match_on, query):
+                groups.append(_Group(entity.name, match_on, query, []))
+            groups[-1].parts.append(
                 _Part(
                     chunk.key,
                     chunk.account_id,
@@ -432,22 +466,30 @@ class BatchProcessor:
                     read,
                 )
             )
-        return staged
-
-    async def _write(
-        self,
-        conn: asyncpg.Connection,
-        staged: list[_Group],
-        results: dict[ChunkKey, ChunkResult],
-        isolate: bool,
-    ) -> None:
-        for group in staged:
+        prepared = []
+        for group in groups:
             entity = self._entities[group.entity]
             for part in group.parts:
                 _, chunk_no = part.chunk
                 if chunk_no == 0 and part.op in _CREATING:
                     self._fresh.start(part.action_id)  # its keys are known from row one
-            for rows in _rounds(group.parts, results, entity):
+            rounds = _rounds(group.parts, results, entity)
+            split = None
+            if rounds and not isolate and self._inserts.worth_trying(rounds[0], group.match_on):
+                split = self._split(entity, group.match_on, rounds[0])
+            prepared.append(_Prepared(group, rounds, split))
+        return prepared
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        prepared: list[_Prepared],
+        results: dict[ChunkKey, ChunkResult],
+        isolate: bool,
+    ) -> None:
+        for group, rounds, split in prepared:
+            entity = self._entities[group.entity]
+            for number, rows in enumerate(rounds):
                 if isolate:
                     for part, positions in rows:
                         for position in positions:
@@ -455,7 +497,8 @@ class BatchProcessor:
                                 conn, entity, group, [(part, [position])], results
                             )
                 else:
-                    await self._apply_round(conn, entity, group, rows, results)
+                    first = split if number == 0 else None
+                    await self._apply_round(conn, entity, group, rows, results, split=first)
 
     async def _apply_alone(
         self,
@@ -489,9 +532,13 @@ class BatchProcessor:
         rows: _Round,
         results: dict[ChunkKey, ChunkResult],
         again: int = _REAPPLY,
+        *,
+        split: _Split | None = None,
     ) -> None:
+        """``split``: these rows split for the insert statements ahead of time."""
         if self._inserts.worth_trying(rows, group.match_on):
-            rows = await self._insert_new(conn, entity, group.match_on, rows, results)
+            split = split or self._split(entity, group.match_on, rows)
+            rows = await self._insert_new(conn, entity, rows, split, results)
             if not rows:
                 return
         staged_rows: list[tuple[object, ...]] = []
@@ -545,8 +592,8 @@ class BatchProcessor:
         self,
         conn: asyncpg.Connection,
         entity: Entity,
-        match_on: str,
         rows: _Round,
+        split: _Split,
         results: dict[ChunkKey, ChunkResult],
     ) -> _Round:
         """Insert the rows that create what no unique index refuses; return the others.
@@ -557,13 +604,13 @@ class BatchProcessor:
         new after all, the round is inserted the refusable way
         (``stream_agents/fresh_keys.py``).
         """
-        plain, refusable = self._split(entity, match_on, rows)
+        plain, refusable = split.plain, split.refusable
         if plain:
             try:
                 async with conn.transaction():  # a savepoint
-                    new_rows = _insert_rows(plain)
-                    tag = await conn.execute(sql.postgres(entity.plain_insert_query), new_rows)
-                    if _row_count(tag) != len(new_rows):
+                    query = sql.postgres(entity.plain_insert_query)
+                    tag = await conn.execute(query, split.plain_rows)
+                    if _row_count(tag) != split.rows:
                         # A row without its key, or naming what does not exist.
                         raise _NotAllInserted(tag)
             except (asyncpg.UniqueViolationError, _NotAllInserted):
@@ -582,7 +629,7 @@ class BatchProcessor:
         self._inserts.record(refusable, len(new_rows), len(record["row_nos"]))
         return _not_inserted(rows, record, results)
 
-    def _split(self, entity: Entity, match_on: str, rows: _Round) -> tuple[_Round, _Round]:
+    def _split(self, entity: Entity, match_on: str, rows: _Round) -> _Split:
         """The round's creating rows for the plain INSERT, and for the refusable one.
 
         Plain: rows matched on the identifier whose key and external id their
@@ -591,7 +638,7 @@ class BatchProcessor:
         """
         creating = [(part, positions) for part, positions in rows if part.op in _CREATING]
         if match_on != entity.identifier:
-            return [], creating
+            return _Split([], creating, json_fragment([]), 0)
         other = (
             entity.fields.index(MATCH_EXTERNAL_ID)
             if entity.identifier != MATCH_EXTERNAL_ID and MATCH_EXTERNAL_ID in entity.fields
@@ -611,7 +658,8 @@ class BatchProcessor:
             new = list(compress(positions, (~held).tolist())) if held.any() else positions
             if new:
                 plain.append((part, new))
-        return plain, refusable
+        staged = _insert_rows(plain)
+        return _Split(plain, refusable, json_fragment(staged), len(staged))
 
     def _held_values(self, action_id: str, values: Sequence[object]) -> npt.NDArray[np.bool_]:
         """Which rows give an external id the action's filter may hold, or one an

@@ -21,10 +21,14 @@ later rounds go the refusable way too.
 
 A filter costs 2 bytes a key of its stages' capacity (2-2.7 bytes a key held).
 Past a budget, the least recently used actions are forgotten.
+
+The batch splits its rows on a worker thread and forgets actions on the event
+loop (``stream_agents/batch.py``): the filters are changed under a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import cast
@@ -112,31 +116,38 @@ class FreshKeys:
         self._filters: OrderedDict[str, dict[str, KeyFilter]] = OrderedDict()
         self._budget = budget_bytes
         self._bytes = 0  # every filter's, kept as they grow: add() runs once a part
+        self._lock = threading.Lock()
 
     def start(self, action_id: str) -> None:
         """The action's first chunk is staged: its keys are tracked from here on."""
-        self.forget(action_id)
-        self._filters[action_id] = {}
+        with self._lock:
+            self._forget(action_id)
+            self._filters[action_id] = {}
 
     def forget(self, action_id: str) -> None:
         """The table holds a key of the action that its filter does not."""
-        self._bytes -= _nbytes(self._filters.pop(action_id, {}))
+        with self._lock:
+            self._forget(action_id)
 
     def add(self, action_id: str, field: str, keys: Sequence[str]) -> Held | None:
         """Add the action's next distinct values of ``field``; which of them may be
         taken, or None if the action is not tracked."""
-        found = self._filters.get(action_id)
-        if found is None:
-            return None
-        self._filters.move_to_end(action_id)
-        key_filter = found.setdefault(field, KeyFilter())
-        before = key_filter.nbytes
-        held = key_filter.add(keys)
-        self._bytes += key_filter.nbytes - before
-        while self._bytes > self._budget and self._filters:
-            _, oldest = self._filters.popitem(last=False)
-            self._bytes -= _nbytes(oldest)
-        return held
+        with self._lock:
+            found = self._filters.get(action_id)
+            if found is None:
+                return None
+            self._filters.move_to_end(action_id)
+            key_filter = found.setdefault(field, KeyFilter())
+            before = key_filter.nbytes
+            held = key_filter.add(keys)
+            self._bytes += key_filter.nbytes - before
+            while self._bytes > self._budget and self._filters:
+                _, oldest = self._filters.popitem(last=False)
+                self._bytes -= _nbytes(oldest)
+            return held
+
+    def _forget(self, action_id: str) -> None:
+        self._bytes -= _nbytes(self._filters.pop(action_id, {}))
 
 
 def _nbytes(fields: dict[str, KeyFilter]) -> int:
