@@ -3,8 +3,8 @@
 A batch's statements go to Postgres one after the other; between them the
 event loop should only send and receive. The work that prepares the next
 statement (reading columns, splitting rounds, encoding rows) runs here, on a
-worker thread, while Postgres applies the current one. Much of it is spent in
-Arrow, numpy and orjson; the Python parts share the GIL with the loop.
+worker thread, while Postgres applies the current one. Arrow's and numpy's
+kernels release the GIL; the rest (Python, orjson) shares it with the loop.
 
 ``async with Lookahead(make) as ahead`` starts ``make()`` (a generator) on a
 thread; ``async for item in ahead`` receives its items as they are made. On
