@@ -269,6 +269,43 @@ async def test_a_row_the_plain_insert_leaves_out_redoes_the_round_with_on_confli
     assert [tuple(r) for r in stored] == [("D-1", 1), ("D-3", 3)]
 
 
+async def test_parts_prepared_ahead_keep_their_outcomes_when_an_earlier_part_is_refused(
+    pool: asyncpg.Pool,
+) -> None:
+    """A batch's later parts are split on the worker thread while Postgres applies the
+    earlier ones. When the second part's plain INSERT meets a contact another action
+    created, the third part was split already, perhaps as plain rows: whichever
+    statement writes them, every row keeps the outcome the file's order gives it."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 1)
+    await processor.process([chunk(seed, acct, 0, 1, [{"email": "seed@example.com"}])])
+    action_id = await new_action(pool, acct, 20)
+    emails = [f"c{n}@example.com" for n in range(20)]
+    emails[10] = "SEED@example.com"  # chunk 5, the second part: taken before the action
+    emails[17] = "c0@example.com"  # chunk 8, the third part: row 1's, of the first part
+    emails[19] = "C12@example.com"  # chunk 9: row 13's, of the refused second part
+    rows: list[dict[str, Any]] = [{"email": e} for e in emails]
+    rows[10]["first_name"] = "Sid"  # an update, written by the apply statement
+    chunks = [chunk(action_id, acct, n, 1 + 2 * n, rows[2 * n : 2 * n + 2]) for n in range(10)]
+    refused = inserts("plain_refused")
+    outcomes = await processor.process(chunks)
+    assert [o.codes for o in outcomes] == ["cc"] * 5 + ["uc", "cc", "cc", "cs", "cs"]
+    assert outcomes[8].problems[1] == RowProblem("duplicate", "same email as row 1", 1)
+    assert outcomes[9].problems[1] == RowProblem("duplicate", "same email as row 13", 13)
+    assert inserts("plain_refused") - refused == 1
+    stored = await pool.fetch(
+        "SELECT lower(email) AS email, last_row_no FROM contacts"
+        " WHERE account_id = $1 AND last_action_id = $2",
+        acct,
+        action_id,
+    )
+    written = {r["email"]: r["last_row_no"] for r in stored}
+    assert len(written) == 18
+    assert (written["seed@example.com"], written["c0@example.com"]) == (11, 1)
+    assert written["c12@example.com"] == 13
+
+
 async def test_external_ids_of_an_import_keep_file_order_on_the_plain_path(
     pool: asyncpg.Pool,
 ) -> None:
