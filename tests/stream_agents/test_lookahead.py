@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Generator
 
@@ -62,8 +61,5 @@ async def test_leaving_early_stops_the_thread_before_it_exits() -> None:
         async for n in ahead:
             assert n == 0
             break
-    assert closed.is_set()
-    count = len(made)
-    assert 1 <= count < 10_000_000
-    await asyncio.sleep(0.01)
-    assert len(made) == count
+    assert closed.is_set()  # closed on its thread before the exit returned: it makes no more
+    assert 1 <= len(made) < 10_000_000
