@@ -306,6 +306,78 @@ async def test_parts_prepared_ahead_keep_their_outcomes_when_an_earlier_part_is_
     assert written["c12@example.com"] == 13
 
 
+async def test_a_batchs_later_parts_commit_in_a_second_transaction_in_file_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """A batch of four parts: the last two go through a second connection, their
+    new rows inserted while the first transaction applies the first two parts.
+    Rows of the later parts that repeat an earlier part's email or external id,
+    and one taken before the action, get the outcomes the file's order gives
+    them; each half's chunks are recorded by its own transaction."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 1)
+    await processor.process([chunk(seed, acct, 0, 1, [{"email": "taken@example.com"}])])
+    action_id = await new_action(pool, acct, 32, "create")
+    rows: list[dict[str, Any]] = [
+        {"email": f"c{n}@example.com", "external_id": f"X-{n}"} for n in range(32)
+    ]
+    rows[16]["email"] = "C0@example.com"  # chunk 8, the third part: row 1's email
+    rows[17]["external_id"] = "X-1"  # chunk 8: row 2's external id
+    rows[28]["email"] = "TAKEN@example.com"  # chunk 14, the fourth part
+    chunks = [
+        chunk(action_id, acct, n, 1 + 2 * n, rows[2 * n : 2 * n + 2], "create") for n in range(16)
+    ]
+    plain, refused = inserts("plain"), inserts("plain_refused")
+    outcomes = await processor.process(chunks)
+    assert [o.codes for o in outcomes] == ["cc"] * 8 + ["sf"] + ["cc"] * 5 + ["sc", "cc"]
+    assert outcomes[8].problems[0] == RowProblem("duplicate", "same email as row 1", 1)
+    assert outcomes[8].problems[1].reason == "external_id_taken"
+    assert outcomes[14].problems[0].reason == "already_exists"
+    assert (inserts("plain") - plain, inserts("plain_refused") - refused) == (3, 1)
+    stored = await pool.fetch(
+        "SELECT last_row_no FROM contacts WHERE last_action_id = $1", action_id
+    )
+    assert sorted(r[0] for r in stored) == [n for n in range(1, 33) if n not in (17, 18, 29)]
+    # The ledger's rows are written outside savepoints: by the transaction itself.
+    ledger = await pool.fetch(
+        "SELECT chunk_no, xmin::text AS tx FROM chunk_ledger WHERE action_id = $1", action_id
+    )
+    by_chunk = {r["chunk_no"]: r["tx"] for r in ledger}
+    first, second = {by_chunk[n] for n in range(8)}, {by_chunk[n] for n in range(8, 16)}
+    assert len(first) == len(second) == 1
+    assert first != second
+    assert await counts(pool, action_id) == {
+        "status": "completed",
+        "processed_rows": 32,
+        "succeeded": 29,
+        "failed": 1,
+        "skipped": 2,
+    }
+
+
+async def test_an_account_with_two_actions_in_a_batch_applies_it_in_one_transaction(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two actions of one account may write one key in both halves of a batch: such
+    a batch is not split, and the later action's row is applied after the earlier's."""
+    acct = account()
+    earlier = await new_action(pool, acct, 16)
+    later = await new_action(pool, acct, 16)
+    chunks = [
+        chunk(action_id, acct, n, 1 + 2 * n, [{"email": f"e{n}@example.com", **fields}] * 2)
+        for action_id, fields in ((earlier, {}), (later, {"job_title": "Manager"}))
+        for n in range(8)
+    ]
+    outcomes = await BatchProcessor(pool, KeptLetters()).process(chunks)
+    assert [o.codes for o in outcomes] == ["cs"] * 8 + ["us"] * 8
+    written = await pool.fetch(
+        "SELECT DISTINCT xmin::text FROM chunk_ledger WHERE action_id = ANY($1::uuid[])",
+        [earlier, later],
+    )
+    assert len(written) == 1
+
+
 async def test_external_ids_of_an_import_keep_file_order_on_the_plain_path(
     pool: asyncpg.Pool,
 ) -> None:
