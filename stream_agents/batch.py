@@ -1,6 +1,6 @@
 """Apply a batch of chunks to Postgres: effectively once, set-based, per-row outcomes.
 
-One transaction per batch:
+One transaction per batch, or two (see ``_halves``):
 
 1. look up the chunks in ``chunk_ledger``: a chunk found there was applied
    before (Kafka redelivered it) and its recorded outcomes are replayed;
@@ -13,9 +13,14 @@ One transaction per batch:
    while Postgres applies the ones before them;
 4. record the chunks in the ledger and add their counts to their actions.
 
-Nothing is half-applied because nothing commits until step 4. While Postgres
-is unreachable the batch waits for it, however long; transient failures while
-it answers retry the whole transaction at a fixed interval (``bulkflow/retry.py``).
+A chunk is never half-applied: its rows, its ledger entry and its counts commit
+in one transaction. A batch of one action per account may go in two: the later
+parts on a second connection, their new rows inserted while the first
+transaction applies the earlier parts, recorded and committed after it. While
+Postgres is unreachable the batch waits for it, however long; transient
+failures while it answers retry the batch at a fixed interval
+(``bulkflow/retry.py``), the chunks a first transaction committed replayed from
+the ledger.
 A batch that fails for good fails its rows, and its chunks are dead-lettered
 for replay; the chunks of those actions that come later are held behind them
 (failed as ``held_for_replay`` and dead-lettered too), so that a replay applies
