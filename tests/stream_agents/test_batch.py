@@ -356,6 +356,63 @@ async def test_a_batchs_later_parts_commit_in_a_second_transaction_in_file_order
     }
 
 
+async def test_a_second_transaction_that_fails_after_the_first_committed_is_retried(
+    pool: asyncpg.Pool,
+) -> None:
+    """The later half's ledger insert fails (a serialization failure, raised once by
+    a trigger) after the earlier half committed. The retry replays the earlier
+    half from the ledger and applies the later half again: every row is stored and
+    counted once."""
+    acct = account()
+    action_id = await new_action(pool, acct, 32, "create")
+    await pool.execute(
+        f"""
+        -- Sequences: what they count is not rolled back with the failure.
+        CREATE SEQUENCE ledger_inserts;
+        CREATE SEQUENCE committed_before MINVALUE 0;
+        CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.action_id = '{action_id}' AND NEW.chunk_no = 8
+               AND nextval('ledger_inserts') = 1 THEN
+                PERFORM setval('committed_before', (SELECT count(*) FROM chunk_ledger
+                    WHERE action_id = NEW.action_id AND chunk_no < 8));
+                RAISE EXCEPTION 'injected' USING ERRCODE = 'serialization_failure';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_once BEFORE INSERT ON chunk_ledger
+            FOR EACH ROW EXECUTE FUNCTION fail_once();
+        """
+    )
+    rows = [{"email": f"c{n}@example.com"} for n in range(32)]
+    chunks = [
+        chunk(action_id, acct, n, 1 + 2 * n, rows[2 * n : 2 * n + 2], "create") for n in range(16)
+    ]
+    try:
+        outcomes = await BatchProcessor(pool, KeptLetters(), interval=0).process(chunks)
+        tries = await pool.fetchval("SELECT last_value FROM ledger_inserts")
+        committed = await pool.fetchval("SELECT last_value FROM committed_before")
+    finally:
+        await pool.execute(
+            "DROP TRIGGER fail_once ON chunk_ledger; DROP FUNCTION fail_once();"
+            " DROP SEQUENCE ledger_inserts, committed_before"
+        )
+    assert tries == 2  # chunk 8 was recorded at the second attempt
+    assert committed == 8  # the later half records its chunks after the earlier commits
+    assert [o.codes for o in outcomes] == ["cc"] * 16
+    stored = await pool.fetchval(
+        "SELECT count(*) FROM contacts WHERE last_action_id = $1", action_id
+    )
+    assert stored == 32
+    assert await counts(pool, action_id) == {
+        "status": "completed",
+        "processed_rows": 32,
+        "succeeded": 32,
+        "failed": 0,
+        "skipped": 0,
+    }
+
+
 async def test_an_account_with_two_actions_in_a_batch_applies_it_in_one_transaction(
     pool: asyncpg.Pool,
 ) -> None:
