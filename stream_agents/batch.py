@@ -135,8 +135,8 @@ class _Turns:
     """A batch's later parts on a second connection (_halves): when they may go on."""
 
     def __init__(self) -> None:
-        #: Every earlier part is prepared: their keys are in the filters (set on a thread).
-        self.prepared = threading.Event()
+        #: Every earlier part is prepared: their keys are in the filters.
+        self.prepared = asyncio.Event()
         #: Every earlier part is written: their rows are locked until the commit.
         self.written = asyncio.Event()
         #: The earlier parts' transaction committed: the counts may move on.
@@ -332,12 +332,17 @@ class BatchProcessor:
                     turns.later = asyncio.create_task(
                         self._apply_later(rest, states, isolate, turns)
                     )
+                loop = asyncio.get_running_loop()
                 try:
                     results |= await self._apply(
-                        conn, first, states, isolate=isolate, then=turns.prepared
+                        conn,
+                        first,
+                        states,
+                        isolate=isolate,
+                        then=lambda: loop.call_soon_threadsafe(turns.prepared.set),
                     )
                 finally:
-                    turns.prepared.set()  # the second's thread must not wait for ever
+                    turns.prepared.set()  # the second must not wait for ever
                 turns.written.set()
                 await self._record(conn, first, results)
                 await self._record(conn, held, results, dead_lettered=True)
@@ -355,10 +360,11 @@ class BatchProcessor:
         connection (see _halves): their new rows while the first transaction
         applies the earlier parts, the rest once it has applied them all, and
         the ledger and counts once it has committed."""
+        # Not before: its worker thread must not wait for the first one's, which
+        # may itself be waiting for a free worker of the same thread pool.
+        await turns.prepared.wait()
         async with self._pool.acquire() as conn, conn.transaction():
-            results = await self._apply(
-                conn, chunks, states, isolate=isolate, after=turns.prepared, rest=turns.written
-            )
+            results = await self._apply(conn, chunks, states, isolate=isolate, rest=turns.written)
             await turns.committed.wait()
             await self._record(conn, chunks, results)
             await _release_and_end(conn, chunks, states)
@@ -404,17 +410,14 @@ class BatchProcessor:
         states: dict[str, _State],
         *,
         isolate: bool,
-        after: threading.Event | None = None,
-        then: threading.Event | None = None,
+        then: Callable[[], object] | None = None,
         rest: asyncio.Event | None = None,
     ) -> dict[ChunkKey, ChunkResult]:
-        """``after``: prepare nothing before it is set (the earlier parts' keys are
-        in the filters); ``then``: set once every part is prepared; ``rest``: insert
-        each part's new rows first, the rest of the rows once it is set."""
+        """``then``: called once every part is prepared (on the worker thread);
+        ``rest``: the later parts of a batch (see _halves), all prepared on the
+        thread, each one's new rows inserted first and the rest once it is set."""
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
         if not chunks:
-            if then is not None:
-                then.set()
             return results
         parts = [
             chunks[start : start + constants.STATEMENT_CHUNKS]
@@ -430,8 +433,8 @@ class BatchProcessor:
         # Postgres applied the previous one, measured slower (README, "tried
         # and not kept"); on the thread, in-process, wall time fell from 1.64 to
         # 1.50 times Postgres' own CPU (README).
-        if after is not None:  # the later parts of a batch: all of them on the thread
-            ahead = Lookahead(lambda: self._ahead(parts, chunks, states, results, isolate, after))
+        if rest is not None:
+            ahead = Lookahead(lambda: self._ahead(parts, chunks, states, results, isolate))
             async with ahead:
                 await self._write_all(conn, ahead, results, isolate, rest)
             return results
@@ -497,23 +500,24 @@ class BatchProcessor:
         states: dict[str, _State],
         results: dict[ChunkKey, ChunkResult],
         isolate: bool,
-        after: threading.Event,
-        then: threading.Event | None = None,
+        after: threading.Event | None = None,
+        then: Callable[[], object] | None = None,
     ) -> Generator[list[_Prepared], None, None]:
         """On a worker thread: read ``chunks`` (the parts' chunks), then prepare each
         part once the part before them is (``after``): the key filters see the
-        rows in file order. ``then`` is set once the last part is prepared.
+        rows in file order. ``then`` is called once the last part is prepared.
 
         It touches only these chunks' results, and the key filters under their lock.
         """
         try:
             reads = self._read(chunks, states, results)
-            after.wait()
+            if after is not None:
+                after.wait()
             for part in parts:
                 yield self._prepare(part, reads, results, isolate)
         finally:
             if then is not None:
-                then.set()
+                then()
 
     def _read(
         self, chunks: list[Chunk], states: dict[str, _State], results: dict[ChunkKey, ChunkResult]
