@@ -436,7 +436,7 @@ class BatchProcessor:
         if rest is not None:
             ahead = Lookahead(lambda: self._ahead(parts, chunks, states, results, isolate))
             async with ahead:
-                await self._write_all(conn, ahead, results, isolate, rest)
+                await self._write_later(conn, ahead, results, isolate, rest)
             return results
         split = threading.Event()  # the first part's keys are in the filters
         later = [chunk for part in parts[1:] for chunk in part]
@@ -454,20 +454,15 @@ class BatchProcessor:
                 await self._write(conn, prepared, results, isolate)
         return results
 
-    async def _write_all(
+    async def _write_later(
         self,
         conn: asyncpg.Connection,
         ahead: AsyncIterable[list[_Prepared]],
         results: dict[ChunkKey, ChunkResult],
         isolate: bool,
-        rest: asyncio.Event | None,
+        rest: asyncio.Event,
     ) -> None:
-        """Every part as it is prepared; with ``rest``, the new rows of all of them
-        first and the rest of the rows once it is set."""
-        if rest is None:
-            async for prepared in ahead:
-                await self._write(conn, prepared, results, isolate)
-            return
+        """The new rows of every part as it is prepared, the rest once ``rest`` is set."""
         left = [await self._insert_ahead(conn, prepared, results) async for prepared in ahead]
         await rest.wait()
         for prepared in left:
