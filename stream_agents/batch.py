@@ -137,9 +137,8 @@ class _Turns:
     def __init__(self) -> None:
         #: Every earlier part is prepared: their keys are in the filters.
         self.prepared = asyncio.Event()
-        #: Every earlier part is written: their rows are locked until the commit.
-        self.written = asyncio.Event()
-        #: The earlier parts' transaction committed: the counts may move on.
+        #: The earlier parts' transaction committed: the later parts' other rows
+        #: and their counts may go on.
         self.committed = asyncio.Event()
         self.later: asyncio.Task[dict[ChunkKey, ChunkResult]] | None = None
 
@@ -343,7 +342,6 @@ class BatchProcessor:
                     )
                 finally:
                     turns.prepared.set()  # the second must not wait for ever
-                turns.written.set()
                 await self._record(conn, first, results)
                 await self._record(conn, held, results, dead_lettered=True)
                 await _release_and_end(conn, first, states)
@@ -358,14 +356,13 @@ class BatchProcessor:
     ) -> dict[ChunkKey, ChunkResult]:
         """The batch's later parts, in a transaction of their own on a second
         connection (see _halves): their new rows while the first transaction
-        applies the earlier parts, the rest once it has applied them all, and
-        the ledger and counts once it has committed."""
+        applies the earlier parts; the rest, the ledger and the counts once it
+        has committed."""
         # Not before: its worker thread must not wait for the first one's, which
         # may itself be waiting for a free worker of the same thread pool.
         await turns.prepared.wait()
         async with self._pool.acquire() as conn, conn.transaction():
-            results = await self._apply(conn, chunks, states, isolate=isolate, rest=turns.written)
-            await turns.committed.wait()
+            results = await self._apply(conn, chunks, states, isolate=isolate, rest=turns.committed)
             await self._record(conn, chunks, results)
             await _release_and_end(conn, chunks, states)
         return results
@@ -967,14 +964,15 @@ def _halves(chunks: list[Chunk], isolate: bool) -> tuple[list[Chunk], list[Chunk
     agent between statements. That is safe because those rows are new to their
     action, by its key filter, which has seen every earlier row of the action
     (the earlier parts are prepared first): no earlier row has their key or
-    external id, so nothing the first transaction writes waits for them, and
-    nothing waits for the first transaction's rows until it has written them
-    all (the second writes its other rows only then: a repeat of an earlier key
-    waits for the first to commit, and then sees its row, as in file order). An
-    account with two actions in the batch could write one key in both halves,
-    so such a batch, a batch without creating actions, and one applied row by
-    row are applied whole. The second records its chunks and counts after the
-    first commits, so that the two never wait for each other's locks.
+    external id, so nothing the first transaction writes waits for them. The
+    second writes its other rows, its ledger rows and its counts only once the
+    first has committed: its statements then see every earlier row, as one
+    transaction would (the apply statement decides a repeat from the contact
+    it reads; read before the first commits, a repeat of a contact the first
+    updated would be taken for an update), and the two never wait for each
+    other's locks. An account with two actions in the batch could write one
+    key in both halves, so such a batch, a batch without creating actions, and
+    one applied row by row are applied whole.
     """
     parts = -(-len(chunks) // constants.STATEMENT_CHUNKS)
     actions = {(c.account_id, c.action_id) for c in chunks}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from datetime import date
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from bulkflow import metrics
+from bulkflow.settings import Settings
 from schemas.messages import Chunk, RowProblem
 from stream_agents.batch import BatchProcessor
 from tests.stream_agents.support import KeptLetters, chunk
@@ -354,6 +356,75 @@ async def test_a_batchs_later_parts_commit_in_a_second_transaction_in_file_order
         "failed": 1,
         "skipped": 2,
     }
+
+
+async def test_a_later_halfs_repeat_of_a_contact_the_earlier_half_updated_is_a_duplicate(
+    pool: asyncpg.Pool, database: Settings
+) -> None:
+    """An upsert whose earlier half updates contacts that existed before the action,
+    and whose later half repeats one of them: the repeat is a duplicate, and the
+    contact keeps the first row's values, as when one transaction applies the
+    batch. The apply statement decides a repeat from the contact it reads, so the
+    later half writes it only once the earlier half has committed.
+
+    The earlier half is held before its commit (a trigger on its ledger insert
+    waits for a lock the test holds) until the later half's statement waits for
+    the earlier half's row lock, as it did before that rule, or a second passed."""
+    acct = account()
+    processor = BatchProcessor(pool, KeptLetters())
+    seed = await new_action(pool, acct, 16)
+    existing = [{"email": f"c{n}@example.com"} for n in range(16)]
+    await processor.process([chunk(seed, acct, 0, 1, existing)])
+    action_id = await new_action(pool, acct, 32)
+    # The earlier half updates the 16 contacts (so the action's later rows skip
+    # the insert statements and go straight to the apply statement); row 21, in
+    # chunk 10 of the later half, repeats row 1's.
+    rows: list[dict[str, Any]] = [
+        {"email": f"c{n}@example.com", "job_title": "First"} for n in range(32)
+    ]
+    rows[20] = {"email": "C0@example.com", "job_title": "Repeat"}
+    chunks = [chunk(action_id, acct, n, 1 + 2 * n, rows[2 * n : 2 * n + 2]) for n in range(16)]
+    lock = 7_401_137
+    holder = await asyncpg.connect(database.postgres_dsn.get_secret_value())
+    try:
+        await holder.execute(
+            f"""
+            CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.action_id = '{action_id}' AND NEW.chunk_no = 0 THEN
+                    PERFORM pg_advisory_xact_lock_shared({lock});
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER hold_commit BEFORE INSERT ON chunk_ledger
+                FOR EACH ROW EXECUTE FUNCTION hold_commit();
+            """
+        )
+        await holder.execute("SELECT pg_advisory_lock($1)", lock)
+        applying = asyncio.ensure_future(processor.process(chunks))
+        for _ in range(20):  # a second at most: waiting longer only slows the test
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+            )
+            if waiting or applying.done():
+                break
+            await asyncio.sleep(0.05)
+        await holder.execute("SELECT pg_advisory_unlock($1)", lock)
+        outcomes = await applying
+    finally:
+        await holder.execute(
+            "DROP TRIGGER IF EXISTS hold_commit ON chunk_ledger;"
+            " DROP FUNCTION IF EXISTS hold_commit()"
+        )
+        await holder.close()
+    assert [o.codes for o in outcomes] == ["uu"] * 8 + ["cc"] * 2 + ["sc"] + ["cc"] * 5
+    assert outcomes[10].problems[0] == RowProblem("duplicate", "same email as row 1", 1)
+    title = await pool.fetchval(
+        "SELECT job_title FROM contacts WHERE account_id = $1 AND email = 'c0@example.com'",
+        acct,
+    )
+    assert title == "First"
 
 
 async def test_a_second_transaction_that_fails_after_the_first_committed_is_retried(
