@@ -18,6 +18,7 @@ from schemas.messages import Chunk, RowProblem
 from stream_agents.batch import BatchProcessor
 from tests.stream_agents.support import KeptLetters, chunk
 from tests.support import account_id as account
+from tests.support import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -368,8 +369,7 @@ async def test_a_later_halfs_repeat_of_a_contact_the_earlier_half_updated_is_a_d
     later half writes it only once the earlier half has committed.
 
     The earlier half is held before its commit (a trigger on its ledger insert
-    waits for a lock the test holds) until the later half's statement waits for
-    the earlier half's row lock, as it did before that rule, or a second passed."""
+    waits for a lock the test holds) until the later half has settled."""
     acct = account()
     processor = BatchProcessor(pool, KeptLetters())
     seed = await new_action(pool, acct, 16)
@@ -402,14 +402,23 @@ async def test_a_later_halfs_repeat_of_a_contact_the_earlier_half_updated_is_a_d
         )
         await holder.execute("SELECT pg_advisory_lock($1)", lock)
         applying = asyncio.ensure_future(processor.process(chunks))
-        for _ in range(20):  # a second at most: waiting longer only slows the test
-            waiting = await holder.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+
+        async def settled() -> bool:
+            """The earlier half waits before its commit, and the later half has
+            settled: idle in its transaction (waiting for that commit, as it
+            should), or waiting for the earlier half's row lock (as it did)."""
+            states = await holder.fetch(
+                "SELECT state, wait_event FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            if waiting or applying.done():
-                break
-            await asyncio.sleep(0.05)
+            held = any(s["wait_event"] == "advisory" for s in states)
+            later = any(
+                s["state"] == "idle in transaction" or s["wait_event"] == "transactionid"
+                for s in states
+            )
+            return applying.done() or (held and later)
+
+        await eventually(settled, "the earlier half held before its commit")
         await holder.execute("SELECT pg_advisory_unlock($1)", lock)
         outcomes = await applying
     finally:
