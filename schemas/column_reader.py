@@ -188,8 +188,8 @@ def _given_values(column: _Column) -> pa.Array:
 
 
 def warm_up(reader: ChunkReader) -> None:
-    """Read a row once: pyarrow's first compute call imports pandas and more
-    (0.3-0.5 s of CPU), which belongs to a process's start, not its first batch."""
+    """Read a row once: pyarrow's first compute calls set up its kernels, which
+    belongs to a process's start, not its first batch."""
     reader.read(Cells.from_records(["email"], [["warm@up.example"]]), {})
 
 
