@@ -33,7 +33,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -882,25 +882,39 @@ class _InsertFirst:
 
     Worth it while most such rows are new (an import); when most were refused
     (upserts of existing entities), the action's next rounds skip it.
+
+    Past ``remembered`` actions, the one consulted least recently is forgotten.
+    Not all at once: a batch's later transaction must decide as its first did
+    (``_halves``). Had the action been forgotten between the two, the later
+    one's plain rows, split by a key filter the first never filled, could
+    take a key the first then writes, and each would wait for the other until
+    the statement timeout.
     """
 
-    _REMEMBERED = 10_000  # actions; forgotten all at once past that
-
-    def __init__(self) -> None:
-        self._skipping: set[str] = set()
+    def __init__(self, remembered: int = 10_000) -> None:
+        self._remembered = remembered
+        self._skipping: OrderedDict[str, None] = OrderedDict()  # least recently consulted first
+        self._lock = threading.Lock()  # consulted from the loop and the worker threads
 
     def worth_trying(self, rows: _Round, match_on: str) -> bool:
-        return (
-            match_on != MATCH_ID
-            and any(part.op in _CREATING for part, _ in rows)
-            and rows[0][0].action_id not in self._skipping
-        )
+        if match_on == MATCH_ID or not any(part.op in _CREATING for part, _ in rows):
+            return False
+        action_id = rows[0][0].action_id
+        with self._lock:
+            if action_id in self._skipping:
+                self._skipping.move_to_end(action_id)
+                return False
+        return True
 
     def record(self, tried: _Round, rows: int, inserted: int) -> None:
-        if inserted * 2 < rows:
-            if len(self._skipping) >= self._REMEMBERED:
-                self._skipping.clear()
-            self._skipping.update(part.action_id for part, _ in tried)
+        if inserted * 2 >= rows:
+            return
+        with self._lock:
+            for part, _ in tried:
+                self._skipping[part.action_id] = None
+                self._skipping.move_to_end(part.action_id)
+            while len(self._skipping) > self._remembered:
+                self._skipping.popitem(last=False)
 
 
 class _NotAllInserted(Exception):

@@ -14,8 +14,9 @@ import pytest
 
 from bulkflow import metrics
 from bulkflow.settings import Settings
+from schemas.column_reader import ReadRows
 from schemas.messages import Chunk, RowProblem
-from stream_agents.batch import BatchProcessor
+from stream_agents.batch import BatchProcessor, _InsertFirst, _Part
 from tests.stream_agents.support import KeptLetters, chunk
 from tests.support import account_id as account
 from tests.support import eventually
@@ -1037,3 +1038,18 @@ async def test_opportunities_reference_contacts_by_email(pool: asyncpg.Pool) -> 
         "SELECT external_id, contact_id FROM opportunities WHERE account_id = $1", acct
     )
     assert dict(map(tuple, linked)) == {"D-1": None, "d-1": contact_id}
+
+
+def test_the_insert_choice_forgets_the_action_consulted_least_recently() -> None:
+    """Past its size, the fast path's choice forgets one action at a time, the one
+    consulted least recently: not an action a batch is applying, whose later
+    transaction must decide as its first did. (It used to forget every action
+    at once.)"""
+    choice = _InsertFirst(remembered=2)
+    nothing = ReadRows([], [], [], [], [], [], {})
+    rounds = {a: [(_Part((a, 0), "acct", a, "upsert", 1, nothing), [0])] for a in "abc"}
+    for action in "ab":
+        choice.record(rounds[action], rows=10, inserted=0)  # most refused: skip it now
+    assert not choice.worth_trying(rounds["a"], "email")  # consulted: the most recent
+    choice.record(rounds["c"], rows=10, inserted=0)
+    assert [choice.worth_trying(rounds[a], "email") for a in "abc"] == [False, True, False]
