@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_a_role_reads_chunks_and_converts_python_values_without_importing_pandas() -> None:
     """pyarrow would import pandas (~40 MB of every process) to tell its objects apart."""
@@ -30,5 +32,26 @@ except ModuleNotFoundError:
     pass
 else:
     raise AssertionError("pandas was imported")
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize(
+    ("wiring", "absent"),
+    [
+        ("ops.stream_roles", ["ingest_api.app", "ingest_api.routes"]),
+        ("ops.api_role", ["faust", "stream_agents.batch"]),
+    ],
+    ids=["agents or sink", "api"],
+)
+def test_a_process_loads_the_wiring_of_its_own_roles_only(wiring: str, absent: list[str]) -> None:
+    """An agent replica does not load the API's app and routes (~10 MB), nor an
+    API replica Faust and the agents (``ops/api_role.py``, ``ops/stream_roles.py``)."""
+    script = f"""
+import sys
+import ops.server
+import {wiring}
+
+assert not set({absent!r}) & sys.modules.keys(), {absent!r}
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
