@@ -2,7 +2,7 @@
 
 Apart from ``ops/server.py`` so that a process without it (an agent replica, the
 sink) never loads starlette's app, the OpenAPI page and its YAML, the CSV reader
-and the API's routes: ~14 MB of an agent's resident memory, which issue 17 bounds.
+and the API's routes: ~10 MB of an agent's resident memory, which issue 17 bounds.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ async def serve(settings: Settings, roles: Collection[Role]) -> None:
         if "api" in roles:
             assert clickhouse is not None
             # Imported here: a process without the API never loads its modules
-            # (starlette's app, the OpenAPI page, the CSV reader: ~14 MB).
+            # (starlette's app, the OpenAPI page, the CSV reader: ~10 MB).
             from ops.api_role import open_api
 
             api = await open_api(stack, settings, pool, clickhouse)
@@ -193,14 +193,13 @@ class _NoPandas(MetaPathFinder):
 def keep_pandas_out() -> None:
     """Tell pyarrow pandas is not installed, so that it never imports it.
 
-    pyarrow imports pandas, if it is installed, the first time it converts a
-    Python value (a list, a scalar argument of a compute function), to tell
-    pandas objects apart: ~40 MB more of every process that does, and 0.3 s
-    of CPU, for a library no role uses.
-    chdb installs it. Sparing the conversions instead (``schemas/cells.py``
-    does for the API's CSV reader) would take every compute call with a
-    Python scalar, in every column rule. Not once pandas is loaded: then it
-    is in use.
+    pyarrow imports pandas, if it is installed (chdb installs it), the first
+    time it converts a Python value (a list, a scalar argument of a compute
+    function), to tell pandas objects apart: ~40 MB more of every process
+    that does, and 0.3 s of CPU, for a library no role uses. Sparing the
+    conversions instead (``schemas/cells.py`` does for the API's CSV reader)
+    would take every compute call with a Python scalar, in every column rule.
+    Not once pandas is loaded: then it is in use.
     """
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
