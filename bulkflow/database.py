@@ -25,10 +25,15 @@ def _encode_json(value: Any) -> str:
     return orjson.dumps(value, default=_exact).decode()
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as the JSON a json or jsonb parameter sends."""
+    return orjson.dumps(value, default=_exact)
+
+
 def json_fragment(value: Any) -> orjson.Fragment:
     """``value`` as JSON now, for a json or jsonb parameter sent later: the codec
     passes a fragment through as it is (an agent encodes rows off the event loop)."""
-    return orjson.Fragment(orjson.dumps(value, default=_exact))
+    return orjson.Fragment(json_bytes(value))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
