@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,6 +41,10 @@ class ReadRows(NamedTuple):
     values: list[list[Any]]  # ... their written fields: a column per Entity.fields
     display_keys: list[str]  # every row's match value as given
     problems: dict[int, RowProblem]
+    #: The valid rows' written fields as Arrow arrays, named by Entity.fields
+    #: (custom_fields as each row's JSON text, null if it gives none), when every
+    #: valid row was read by columns; None when a row was read by the model.
+    columns: pa.RecordBatch | None = None
 
 
 class ChunkReader(Protocol):
@@ -162,7 +167,24 @@ class ColumnReader:
             values=written,
             display_keys=shown.to_pylist(),  # a slow row's is set when it is read
             problems={},
+            columns=self._columns(table, [c.field for c in customs]),
         )
+
+    def _columns(self, table: pa.RecordBatch, customs: list[str]) -> pa.RecordBatch:
+        """The fast rows' written fields as arrays (a field no column gives: nulls),
+        each of its rule's type whatever the chunk gives, so that reads concatenate."""
+        count = table.num_rows
+        arrays = []
+        for name in self._entity.fields:
+            kind = pa.int64() if isinstance(self._rules.get(name), IntegerRule) else pa.string()
+            if name == "custom_fields":
+                given = [table.column(f"{_CUSTOM}{i}") for i in range(len(customs))]
+                arrays.append(custom_json(customs, given, count))
+            elif name in table.schema.names:
+                arrays.append(table.column(name).cast(kind))
+            else:
+                arrays.append(pa.nulls(count, kind))
+        return pa.RecordBatch.from_arrays(arrays, names=list(self._entity.fields))
 
 
 #: Names of the columns _fast takes besides the fields (no field name starts with NUL).
@@ -178,6 +200,47 @@ def _custom_fields(names: list[str], columns: list[list[Any]]) -> list[dict[str,
         {n: v for n, v in zip(names, row, strict=True) if v is not None} or None
         for row in zip(*columns, strict=True)
     ]
+
+
+def custom_json(names: list[str], columns: list[pa.Array], count: int) -> pa.Array:
+    """Each row's custom fields as a JSON object's text, null where it gives none:
+    the object :func:`_custom_fields` makes, written by Arrow's kernels.
+
+    A value that needs an escape in JSON (RFC 8259: a quote, a backslash, a
+    control character) is written by orjson; the others are quoted as they are.
+    """
+    keys = [orjson.dumps(name).decode() for name in names]
+    if len(names) == 1 and not _may_need_escapes(columns[0]):
+        return pc.binary_join_element_wise("{" + keys[0] + ':"', columns[0], '"}', "")
+    members = []
+    for key, values in zip(keys, columns, strict=True):
+        quoted = pc.binary_join_element_wise('"', values, '"', "")
+        if _may_need_escapes(values):
+            escaped = _true(pc.match_substring_regex(values, _NEEDS_ESCAPE))
+            texts = [orjson.dumps(v).decode() for v in values.filter(pa.array(escaped)).to_pylist()]
+            quoted = pc.replace_with_mask(quoted, pa.array(escaped), pa.array(texts, pa.string()))
+        members.append(pc.fill_null(pc.binary_join_element_wise(key + ":", quoted, ",", ""), ""))
+    if not members:
+        return pa.nulls(count, pa.string())
+    # Each given member ends with a comma; the last one's becomes the brace.
+    # (null_handling="skip" would leave out the rows giving none: pyarrow 26.)
+    joined = pc.binary_join_element_wise(*members, "")
+    text = pc.binary_join_element_wise("{", pc.utf8_slice_codeunits(joined, 0, -1), "}", "")
+    return pc.if_else(pc.not_equal(joined, ""), text, None)
+
+
+#: What a JSON string cannot hold as it is (RFC 8259, section 7)...
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+#: ... as bytes of UTF-8 (no byte of a multi-byte character is below 0x80).
+_ESCAPED_BYTES = np.zeros(256, np.bool_)
+_ESCAPED_BYTES[[*range(0x20), ord('"'), ord("\\")]] = True
+
+
+def _may_need_escapes(values: pa.Array) -> bool:
+    """Whether any byte of the column's characters needs an escape in JSON: one
+    lookup per byte of its buffer, instead of a kernel per row."""
+    data = values.buffers()[2]
+    return data is not None and bool(_ESCAPED_BYTES[np.frombuffer(data, np.uint8)].any())
 
 
 def _given_values(column: _Column) -> pa.Array:
@@ -218,6 +281,7 @@ def _within(read: ReadRows, start: int, end: int) -> ReadRows:
         values=[column[first:last] for column in read.values],
         display_keys=read.display_keys[start:end],
         problems={i - start: p for i, p in read.problems.items() if start <= i < end},
+        columns=None if read.columns is None else read.columns.slice(first, last - first),
     )
 
 
@@ -266,7 +330,7 @@ def one_by_one(
     merged.sort(key=lambda row: row[0])
     valid_rows, keys, match_ids, masks, rows_values = (list(c) for c in zip(*merged, strict=True))
     values = [list(column) for column in zip(*rows_values, strict=True)]
-    return ReadRows(valid_rows, keys, match_ids, masks, values, display, problems)
+    return ReadRows(valid_rows, keys, match_ids, masks, values, display, problems, None)
 
 
 def cells_text(cells: Cells, match: _Column, rows: ModelRowReader) -> pa.Array:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 from pydantic import BaseModel
 
-from schemas.entity import MATCH_EXTERNAL_ID, MATCH_ID, ModelEntity, Reference
+from schemas.entity import MATCH_EXTERNAL_ID, MATCH_ID, Entity, ModelEntity, Reference
 
 #: What precedes the fields in a row staged for an apply statement.
 APPLY_HEAD = ("seq", "account_id", "action_id", "row_no", "op", "match_id", "mask")
@@ -380,6 +380,30 @@ def apply_sql(entity: ModelEntity) -> str:
         "ORDER BY m.seq\n"
     )
     return header + ",\n".join([staged(cols), matched, updated, deleted, inserted]) + "\n" + outcome
+
+
+#: The Postgres type each cast of a plain value is stored as (text: no cast).
+_COPY_TYPES = {"": "text", "int": "integer"}
+
+
+def copy_columns(entity: Entity) -> list[tuple[str, str]] | None:
+    """``<table>_insert_plain.sql`` as binary COPY would write it: the table's
+    columns, each with its Postgres type, for :data:`INSERT_HEAD` then the
+    written fields in staging order. None if a field is not a value COPY can
+    store as the statement does: a reference (resolved by a subquery), a text
+    array, or a cast without a type here (``tests/schemas/test_entity_sql.py``
+    checks these types against the migrated tables).
+    """
+    head = [("account_id", "text"), ("last_action_id", "uuid"), ("last_row_no", "integer")]
+    written = []
+    for col in columns(entity.model, entity.references):
+        if col.kind == "custom_fields":
+            written.append((col.column, "jsonb"))
+        elif col.kind == "value" and col.cast in _COPY_TYPES:
+            written.append((col.column, _COPY_TYPES[col.cast]))
+        else:
+            return None
+    return head + written
 
 
 def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:

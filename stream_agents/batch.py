@@ -37,17 +37,18 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
 import numpy as np
 import numpy.typing as npt
-import orjson
+import pyarrow as pa
 
 from bulkflow import constants, metrics, sql
-from bulkflow.database import json_fragment, ping
+from bulkflow.binary_copy import Repeated
+from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
 from schemas.action import ACTIONS, ActionType
 from schemas.column_reader import ReadRows, read_chunks
@@ -63,6 +64,7 @@ from stream_agents.errors import (
 )
 from stream_agents.fresh_keys import FreshKeys
 from stream_agents.lookahead import Lookahead
+from stream_agents.plain_insert import NOTHING, CopyRefused, NewRows, PlainInsert, Staged
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +116,12 @@ class _Group(NamedTuple):
 
 
 class _Split(NamedTuple):
-    """A round's creating rows: for the plain INSERT (staged, as its JSON), and for
-    the refusable one (staged when it runs: usually there are none)."""
+    """A round's creating rows: for the plain INSERT (staged), and for the
+    refusable one (staged when it runs: usually there are none)."""
 
     plain: _Round
     refusable: _Round
-    plain_rows: orjson.Fragment
-    rows: int  # how many plain rows
+    staged: Staged
 
 
 class _Prepared(NamedTuple):
@@ -208,6 +209,7 @@ class BatchProcessor:
         self._interval = interval
         self._inserts = _InsertFirst()
         self._fresh = FreshKeys()
+        self._plain = {name: PlainInsert(entity) for name, entity in entities.items()}
 
     async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
         """Apply the chunks; return the outcomes of every row of every known action.
@@ -747,12 +749,10 @@ class BatchProcessor:
         if not plain:
             return rows, refusable
         try:
-            async with conn.transaction():  # a savepoint
-                query = sql.postgres(entity.plain_insert_query)
-                tag = await conn.execute(query, split.plain_rows)
-                if _row_count(tag) != split.rows:
-                    # A row without its key, or naming what does not exist.
-                    raise _NotAllInserted(tag)
+            try:
+                await self._insert_staged(conn, entity, split.staged)
+            except CopyRefused:
+                await self._insert_staged(conn, entity, split.staged.by_statement())
         except (asyncpg.UniqueViolationError, _NotAllInserted):
             metrics.INSERTS.labels("plain_refused").inc()
             for part, _ in plain:
@@ -760,6 +760,16 @@ class BatchProcessor:
             return rows, [(part, pos) for part, pos in rows if part.op in _CREATING]
         metrics.INSERTS.labels("plain").inc()
         return _created(rows, plain, results), refusable
+
+    async def _insert_staged(
+        self, conn: asyncpg.Connection, entity: Entity, staged: Staged
+    ) -> None:
+        """Every staged row in a savepoint, or none."""
+        async with conn.transaction():  # a savepoint
+            inserted = await self._plain[entity.name].insert(conn, staged)
+            if inserted != staged.rows:
+                # A row without its key, or naming what does not exist.
+                raise _NotAllInserted(f"{inserted} of {staged.rows}")
 
     def _split(self, entity: Entity, match_on: str, rows: _Round) -> _Split:
         """The round's creating rows for the plain INSERT, and for the refusable one.
@@ -770,7 +780,7 @@ class BatchProcessor:
         """
         creating = [(part, positions) for part, positions in rows if part.op in _CREATING]
         if match_on != entity.identifier:
-            return _Split([], creating, json_fragment([]), 0)
+            return _Split([], creating, NOTHING)
         other = (
             entity.fields.index(MATCH_EXTERNAL_ID)
             if entity.identifier != MATCH_EXTERNAL_ID and MATCH_EXTERNAL_ID in entity.fields
@@ -790,8 +800,45 @@ class BatchProcessor:
             new = list(compress(positions, (~held).tolist())) if held.any() else positions
             if new:
                 plain.append((part, new))
-        staged = _insert_rows(plain)
-        return _Split(plain, refusable, json_fragment(staged), len(staged))
+        return _Split(plain, refusable, self._stage(entity, plain))
+
+    def _stage(self, entity: Entity, plain: _Round) -> Staged:
+        """The plain rows staged for their INSERT: by parts, in file order."""
+        if not plain:
+            return NOTHING
+        picks = [(part, _picker(part, positions)) for part, positions in plain]
+        counts = [len(positions) for _, positions in plain]
+
+        def values() -> list[list[object]]:
+            return [
+                list(chain.from_iterable(pick(part.rows.values[field]) for part, pick in picks))
+                for field in range(len(entity.fields))
+            ]
+
+        arrays = None
+        batches = [part.rows.columns for part, _ in plain]
+        if all(batch is not None for batch in batches):
+            # One take over the parts together: each take is a call per column.
+            starts = accumulate((batch.num_rows for batch in batches), initial=0)  # type: ignore[union-attr]
+            picked = np.fromiter(
+                chain.from_iterable(
+                    map(start.__add__, positions)
+                    for start, (_, positions) in zip(starts, plain, strict=False)
+                ),
+                np.int64,
+                sum(counts),
+            )
+            table = pa.Table.from_batches(batches).take(picked)
+            arrays = [column.combine_chunks() for column in table.columns]
+        return self._plain[entity.name].stage(
+            NewRows(
+                Repeated([part.account_id for part, _ in plain], counts),
+                Repeated([part.action_id for part, _ in plain], counts),
+                list(chain.from_iterable(_row_nos(part, pick) for part, pick in picks)),
+                values,
+                arrays,
+            )
+        )
 
     def _held_values(self, action_id: str, values: Sequence[object]) -> npt.NDArray[np.bool_]:
         """Which rows give an external id the action's filter may hold, or one an
@@ -1003,7 +1050,7 @@ def _halves(chunks: list[Chunk], isolate: bool) -> tuple[list[Chunk], list[Chunk
 
 def _refusable_only(refusable: _Round) -> _Split:
     """A split whose plain rows are inserted already."""
-    return _Split([], refusable, json_fragment([]), 0)
+    return _Split([], refusable, NOTHING)
 
 
 def _first_of_each(chunks: Sequence[Chunk]) -> list[Chunk]:
@@ -1057,11 +1104,6 @@ def _insert_rows(rows: _Round) -> list[tuple[object, ...]]:
             *map(pick, part.rows.values),
         )
     return staged
-
-
-def _row_count(tag: str) -> int:
-    """The rows a command tag counts (``INSERT 0 8000``)."""
-    return int(tag.rpartition(" ")[2])
 
 
 def _created(rows: _Round, plain: _Round, results: dict[ChunkKey, ChunkResult]) -> _Round:

@@ -7,9 +7,11 @@ text, JSON values of other types, unmapped columns, missing match values.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import hypothesis.strategies as st
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 
 from schemas.action import ACTIONS
@@ -90,7 +92,20 @@ def _one_by_one(action: str, options: ActionOptions, cells: Cells) -> ReadRows:
 
 
 def _columns(action: str, options: ActionOptions, cells: Cells) -> ReadRows:
-    return ACTIONS[action].chunk_reader(ENTITIES["contact"], options).read(cells, {})
+    """The column reader's read, its Arrow columns checked against its values."""
+    read = ACTIONS[action].chunk_reader(ENTITIES["contact"], options).read(cells, {})
+    if read.columns is not None:
+        assert read.columns.schema.names == list(ENTITIES["contact"].fields)
+        names = read.columns.schema.names
+        assert [_python(name, read.columns.column(name)) for name in names] == read.values
+    return read._replace(columns=None)
+
+
+def _python(name: str, column: pa.Array) -> list[Any]:
+    """An Arrow column's values as the row reader's: custom fields' JSON parsed."""
+    if name == "custom_fields":
+        return [None if text is None else json.loads(text) for text in column.to_pylist()]
+    return column.to_pylist()
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
