@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate, pairwise
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -38,13 +38,63 @@ class ReadRows(NamedTuple):
     key: list[str]  # ... each one's normalised match value
     match_id: list[int | None]
     mask: list[int]
-    values: list[list[Any]]  # ... their written fields: a column per Entity.fields
+    values: Sequence[list[Any]]  # ... their written fields: a column per Entity.fields
     display_keys: list[str]  # every row's match value as given
     problems: dict[int, RowProblem]
     #: The valid rows' written fields as Arrow arrays, named by Entity.fields
     #: (custom_fields as each row's JSON text, null if it gives none), when every
     #: valid row was read by columns; None when a row was read by the model.
     columns: pa.RecordBatch | None = None
+
+
+class FieldValues(Sequence[list[Any]]):
+    """The written fields of a column read as Python values, a column per field,
+    each made from its Arrow array when first asked for: the rows the plain
+    INSERT copies from the arrays never need them (``stream_agents/plain_insert.py``),
+    and :meth:`at` makes only some rows' values."""
+
+    __slots__ = ("_columns", "_made")
+
+    def __init__(self, columns: pa.RecordBatch) -> None:
+        self._columns = columns
+        self._made: dict[int, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return int(self._columns.num_columns)
+
+    @overload
+    def __getitem__(self, field: int) -> list[Any]: ...
+    @overload
+    def __getitem__(self, field: slice) -> Sequence[list[Any]]: ...
+    def __getitem__(self, field: int | slice) -> list[Any] | Sequence[list[Any]]:
+        if isinstance(field, slice):
+            return [self[i] for i in range(len(self))[field]]
+        made = self._made.get(field)
+        if made is None:
+            made = self._made[field] = _python(self._columns, field)
+        return made
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __hash__(self) -> int:
+        raise TypeError("unhashable type: 'FieldValues'")
+
+    def at(self, positions: Sequence[int]) -> list[list[Any]]:
+        """The values of the rows at these positions, a column per field."""
+        taken = self._columns.take(pa.array(positions, pa.int64()))
+        return [_python(taken, field) for field in range(len(self))]
+
+    def slice(self, start: int, stop: int) -> FieldValues:
+        return FieldValues(self._columns.slice(start, stop - start))
+
+
+def _python(columns: pa.RecordBatch, field: int) -> list[Any]:
+    """A column's Python values; custom fields' JSON texts as the objects they write."""
+    values: list[Any] = columns.column(field).to_pylist()
+    if columns.schema.names[field] == "custom_fields":
+        return [None if text is None else orjson.loads(text) for text in values]
+    return values
 
 
 class ChunkReader(Protocol):
@@ -146,28 +196,22 @@ class ColumnReader:
         table = pa.RecordBatch.from_arrays(list(arrays.values()), names=list(arrays))
         if len(picked) != count:
             table = table.take(pa.array(picked, type=pa.int64()))
-        lists = {name: table.column(name).to_pylist() for name in arrays}
-        written = [lists.get(f) or [None] * len(picked) for f in entity.fields]
+        fields = self._columns(table, [c.field for c in customs])
         mask = np.zeros(len(picked), dtype=np.int64)
         for column in by_field.values():
             mask += column.given[rows] * self._bits.get(column.field, 0)
         if customs:
-            names = [c.field for c in customs]
-            custom = _custom_fields(names, [lists[f"{_CUSTOM}{i}"] for i in range(len(names))])
-            given = np.fromiter((v is not None for v in custom), bool, len(custom))
-            if given.any():
-                mask += given * self._bits["custom_fields"]
-                written[entity.fields.index("custom_fields")] = custom
+            mask += _true(pc.is_valid(fields.column("custom_fields"))) * self._bits["custom_fields"]
         shown = pc.utf8_trim(cells_text(cells, match, self._rows), characters=PYTHON_WHITESPACE)
         return ReadRows(
             valid=picked,
-            key=lists[_KEY],
-            match_id=lists.get(_ID) or [None] * len(picked),
+            key=table.column(_KEY).to_pylist(),
+            match_id=table.column(_ID).to_pylist() if _ID in arrays else [None] * len(picked),
             mask=mask.tolist(),
-            values=written,
+            values=FieldValues(fields),
             display_keys=shown.to_pylist(),  # a slow row's is set when it is read
             problems={},
-            columns=self._columns(table, [c.field for c in customs]),
+            columns=fields,
         )
 
     def _columns(self, table: pa.RecordBatch, customs: list[str]) -> pa.RecordBatch:
@@ -191,20 +235,9 @@ class ColumnReader:
 _KEY, _ID, _CUSTOM = "\x00key", "\x00id", "\x00custom"
 
 
-def _custom_fields(names: list[str], columns: list[list[Any]]) -> list[dict[str, Any] | None]:
-    """Each row's custom fields: the unmapped columns it gives (None: it gives none)."""
-    if len(names) == 1:
-        [name], [values] = names, columns
-        return [None if value is None else {name: value} for value in values]
-    return [
-        {n: v for n, v in zip(names, row, strict=True) if v is not None} or None
-        for row in zip(*columns, strict=True)
-    ]
-
-
 def custom_json(names: list[str], columns: list[pa.Array], count: int) -> pa.Array:
     """Each row's custom fields as a JSON object's text, null where it gives none:
-    the object :func:`_custom_fields` makes, written by Arrow's kernels.
+    the unmapped columns it gives (name: value), written by Arrow's kernels.
 
     A value that needs an escape in JSON (RFC 8259: a quote, a backslash, a
     control character) is written by orjson; the others are quoted as they are.
@@ -278,7 +311,11 @@ def _within(read: ReadRows, start: int, end: int) -> ReadRows:
         key=read.key[first:last],
         match_id=read.match_id[first:last],
         mask=read.mask[first:last],
-        values=[column[first:last] for column in read.values],
+        values=(
+            read.values.slice(first, last)
+            if isinstance(read.values, FieldValues)
+            else [column[first:last] for column in read.values]
+        ),
         display_keys=read.display_keys[start:end],
         problems={i - start: p for i, p in read.problems.items() if start <= i < end},
         columns=None if read.columns is None else read.columns.slice(first, last - first),

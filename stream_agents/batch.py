@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, chain, compress, repeat
@@ -51,7 +51,7 @@ from bulkflow.binary_copy import Repeated
 from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
 from schemas.action import ACTIONS, ActionType
-from schemas.column_reader import ReadRows, read_chunks
+from schemas.column_reader import FieldValues, ReadRows, read_chunks
 from schemas.entity import ENTITIES, MATCH_EXTERNAL_ID, MATCH_ID, Entity
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
 from schemas.options import ActionOptions
@@ -676,7 +676,7 @@ class BatchProcessor:
                 repeat(part.op),
                 pick(part.rows.match_id),
                 pick(part.rows.mask),
-                *map(pick, part.rows.values),
+                *_values_at(part, positions, pick),
             )
             where += zip(repeat(part), positions)
         query = sql.postgres(group.query)
@@ -1087,6 +1087,17 @@ def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], Sequence[T
     return itemgetter(*positions)  # a tuple of them, picked in C
 
 
+def _values_at(
+    part: _Part, positions: list[int], pick: Callable[[list[T]], Sequence[T]]
+) -> Iterable[Sequence[object]]:
+    """The written fields of the part's rows at these positions, a column each:
+    made for those rows only when the part's values are not made yet."""
+    values = part.rows.values
+    if isinstance(values, FieldValues):
+        return values.at(positions)
+    return map(pick, values)
+
+
 def _row_nos(part: _Part, pick: Callable[[list[int]], Sequence[int]]) -> list[int]:
     first = part.first_row_no
     return [first + index for index in pick(part.rows.valid)]
@@ -1101,7 +1112,7 @@ def _insert_rows(rows: _Round) -> list[tuple[object, ...]]:
             repeat(part.account_id),
             repeat(part.action_id),
             _row_nos(part, pick),
-            *map(pick, part.rows.values),
+            *_values_at(part, positions, pick),
         )
     return staged
 
