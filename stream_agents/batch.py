@@ -1090,8 +1090,8 @@ def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], Sequence[T
 def _values_at(
     part: _Part, positions: list[int], pick: Callable[[list[T]], Sequence[T]]
 ) -> Iterable[Sequence[object]]:
-    """The written fields of the part's rows at these positions, a column each:
-    made for those rows only when the part's values are not made yet."""
+    """The written fields of the part's rows at these positions, a column each
+    (from its arrays, for those rows only, when it was read by columns)."""
     values = part.rows.values
     if isinstance(values, FieldValues):
         return values.at(positions)

@@ -83,7 +83,8 @@ class PlainInsert:
             else BinaryCopy(entity.table, [CopyColumn(n, PgType(t)) for n, t in layout])
         )
         self._identifier = entity.fields.index(entity.identifier)
-        self._custom_fields = [kind == "jsonb" for _, kind in (layout or [])[3:]]
+        fields = (layout or [])[len(entity_sql.INSERT_HEAD) :]
+        self._custom_fields = [kind == "jsonb" for _, kind in fields]
 
     def stage(self, new: NewRows) -> Staged:
         """Stage the rows: as COPY data if the table and every value allow it."""
@@ -94,6 +95,7 @@ class PlainInsert:
         return staged._replace(statement=_statement_rows(new))
 
     def _copy_data(self, new: NewRows) -> bytes | None:
+        """The rows as COPY data; None if a row or a value must go by the statement."""
         assert self._copy is not None
         # A row without its identifier is left out by the statement's WHERE (and
         # the caller, counting fewer rows, inserts them the refusable way).
