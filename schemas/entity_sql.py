@@ -386,15 +386,18 @@ def apply_sql(entity: ModelEntity) -> str:
 _COPY_TYPES = {"": "text", "int": "integer"}
 
 
+#: Where the table keeps :data:`INSERT_HEAD`, and its Postgres types.
+_COPY_HEAD = [("account_id", "text"), ("last_action_id", "uuid"), ("last_row_no", "integer")]
+
+
 def copy_columns(entity: Entity) -> list[tuple[str, str]] | None:
     """``<table>_insert_plain.sql`` as binary COPY would write it: the table's
     columns, each with its Postgres type, for :data:`INSERT_HEAD` then the
     written fields in staging order. None if a field is not a value COPY can
     store as the statement does: a reference (resolved by a subquery), a text
-    array, or a cast without a type here (``tests/schemas/test_entity_sql.py``
+    array, or a cast without a type here (``tests/stream_agents/test_plain_insert.py``
     checks these types against the migrated tables).
     """
-    head = [("account_id", "text"), ("last_action_id", "uuid"), ("last_row_no", "integer")]
     written = []
     for col in columns(entity.model, entity.references):
         if col.kind == "custom_fields":
@@ -403,7 +406,7 @@ def copy_columns(entity: Entity) -> list[tuple[str, str]] | None:
             written.append((col.column, _COPY_TYPES[col.cast]))
         else:
             return None
-    return head + written
+    return _COPY_HEAD + written
 
 
 def insert_sql(entity: ModelEntity, *, plain: bool = False) -> str:
