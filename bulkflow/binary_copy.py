@@ -2,10 +2,10 @@
 
 Binary COPY is the cheapest way into a table that Postgres has: no statement to
 plan, no text to parse per value. Rows of the contacts' insert fast path cost
-Postgres 6.1-7.4 µs each this way, against 9.6-10.8 staged as a ``jsonb`` array
-(in-process, 200,000 rows, alternated runs). Each column becomes an Arrow array
-(taken as it is, or made from Python values in one call), and pgpq (Rust)
-writes the rows from the arrays.
+Postgres 7.0-8.4 µs each this way, against 9.6-10.8 staged as a ``jsonb`` array
+(the batch processor in process, 200,000 rows, three alternated runs each).
+Each column becomes an Arrow array (taken as it is, or made from Python values
+in one call), and pgpq (Rust) writes the rows from the arrays.
 
 Only types whose binary form is written exactly as Postgres reads it are
 offered (:class:`PgType`). A value that would not arrive as a statement's cast
