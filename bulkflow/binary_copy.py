@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pgpq import ArrowToPostgresBinaryEncoder
 
-from bulkflow.database import json_bytes
+from bulkflow.database import json_bytes, row_count
 
 
 class PgType(StrEnum):
@@ -94,7 +94,7 @@ class BinaryCopy:
             columns=[c.name for c in self.columns],
             format="binary",
         )
-        return int(tag.rpartition(" ")[2])
+        return row_count(tag)
 
 
 #: Each type's values as pgpq writes them. Binary COPY names no types, only

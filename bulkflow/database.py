@@ -30,6 +30,11 @@ def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value, default=_exact)
 
 
+def row_count(tag: str) -> int:
+    """The rows a command tag counts (``INSERT 0 8000``, ``COPY 8000``)."""
+    return int(tag.rpartition(" ")[2])
+
+
 def json_fragment(value: Any) -> orjson.Fragment:
     """``value`` as JSON now, for a json or jsonb parameter sent later: the codec
     passes a fragment through as it is (an agent encodes rows off the event loop)."""

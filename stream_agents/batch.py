@@ -815,9 +815,11 @@ class BatchProcessor:
                 for field in range(len(entity.fields))
             ]
 
+        plain_insert = self._plain[entity.name]
         arrays = None
         batches = [part.rows.columns for part, _ in plain]
-        if all(batch is not None for batch in batches):
+        # The arrays serve only the COPY: the statement takes Python values.
+        if plain_insert.by_copy and all(batch is not None for batch in batches):
             # One take over the parts together: each take is a call per column.
             starts = accumulate((batch.num_rows for batch in batches), initial=0)  # type: ignore[union-attr]
             picked = np.fromiter(
@@ -830,7 +832,7 @@ class BatchProcessor:
             )
             table = pa.Table.from_batches(batches).take(picked)
             arrays = [column.combine_chunks() for column in table.columns]
-        return self._plain[entity.name].stage(
+        return plain_insert.stage(
             NewRows(
                 Repeated([part.account_id for part, _ in plain], counts),
                 Repeated([part.action_id for part, _ in plain], counts),

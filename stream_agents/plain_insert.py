@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from bulkflow import sql
 from bulkflow.binary_copy import BinaryCopy, CopyColumn, PgType, Repeated, Unencodable
-from bulkflow.database import json_fragment
+from bulkflow.database import json_fragment, row_count
 from schemas import entity_sql
 from schemas.entity import Entity
 from stream_agents.errors import is_transient
@@ -86,6 +86,11 @@ class PlainInsert:
         fields = (layout or [])[len(entity_sql.INSERT_HEAD) :]
         self._custom_fields = [kind == "jsonb" for _, kind in fields]
 
+    @property
+    def by_copy(self) -> bool:
+        """Whether the entity's table takes new rows by COPY (else the statement)."""
+        return self._copy is not None
+
     def stage(self, new: NewRows) -> Staged:
         """Stage the rows: as COPY data if the table and every value allow it."""
         staged = Staged(len(new.row_nos), None, None, new)
@@ -121,7 +126,7 @@ class PlainInsert:
         when a key is taken, :class:`CopyRefused` when COPY refused a value."""
         if staged.copy is None or self._copy is None:
             rows = staged.statement if staged.statement is not None else _statement_rows(staged.new)
-            return _row_count(await conn.execute(sql.postgres(self._query), rows))
+            return row_count(await conn.execute(sql.postgres(self._query), rows))
         try:
             return await self._copy.copy(conn, staged.copy)
         except asyncpg.UniqueViolationError:
@@ -144,8 +149,3 @@ def _expand(runs: Repeated) -> list[Any]:
     for value, count in zip(runs.values, runs.counts, strict=True):
         expanded += repeat(value, count)
     return expanded
-
-
-def _row_count(tag: str) -> int:
-    """The rows a command tag counts (``INSERT 0 8000``)."""
-    return int(tag.rpartition(" ")[2])
