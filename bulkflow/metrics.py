@@ -69,6 +69,11 @@ INSERTS = Counter(
 BATCH_RETRIES = Counter(
     "bulkflow_batch_retries", "Batch attempts that failed transiently and were retried"
 )
+BATCH_RESTARTS = Counter(
+    "bulkflow_batch_restarts",
+    "Batches that wrote ahead of the batch before and started again once it settled "
+    "(it failed an attempt, or changed what they had read)",
+)
 DEAD_LETTERS = Counter(
     "bulkflow_dead_letters",
     "Messages sent to the dead-letter topic: chunks whose batch failed for good "

@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     consumer_session_timeout: float = Field(default=10.0, ge=6.0)
 
     postgres_dsn: SecretStr = SecretStr("postgresql://bulkflow@127.0.0.1:15432/bulkflow")
-    postgres_pool_size: int = Field(default=4, ge=1)
+    #: Connections per process. An agent holds up to four at once: two batches
+    #: in flight (stream_agents/pipeline.py), each in two transactions
+    #: (stream_agents/batch.py, _halves); admission, the backlog drainer and
+    #: the gauges take the others for a statement at a time.
+    postgres_pool_size: int = Field(default=8, ge=1)
     #: Seconds a statement may run before it is cancelled (a transient failure,
     #: retried at the fixed interval like a lost connection).
     postgres_command_timeout: float = Field(default=60.0, gt=0)

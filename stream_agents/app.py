@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import faust
 
@@ -24,8 +25,10 @@ from schemas.messages import Chunk, UndecodableChunk
 from schemas.options import ActionOptions
 from stream_agents.applier import Applier
 from stream_agents.dead_letters import DeadLetterQueue
+from stream_agents.pipeline import Pipeline
 from stream_agents.sink import OutcomeSink
-from stream_agents.throttle import Throttle
+from stream_agents.throttle import Admission, Throttle
+from stream_agents.turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +82,24 @@ def _raw_topic(app: faust.App, name: str) -> faust.TopicT:
 def _add_chunk_agent(app: faust.App, settings: Settings, handler: ChunkHandler) -> None:
     topic = _raw_topic(app, settings.topic(constants.CHUNKS_TOPIC))
 
+    async def handle(values: Sequence[bytes], turn: Turn, after: Turn | None) -> None:
+        await handle_chunks(values, handler, turn=turn, after=after)
+
     @app.agent(topic, name="apply-chunks")
     async def apply_chunks(stream: faust.StreamT[bytes]) -> None:
-        # take() acks the whole batch when the body ends, even if it raised:
-        # handle_chunks therefore never raises.
-        async for values in stream.take(
-            constants.AGENT_BATCH_CHUNKS, within=constants.AGENT_BATCH_WITHIN
-        ):
-            await handle_chunks(values, handler)
+        # Acknowledged by hand, each batch once its outcomes are published
+        # (stream_agents/pipeline.py): handle_chunks never raises.
+        async with Pipeline(handle) as batches:
+            # StreamT does not declare noack_take; faust.Stream defines it.
+            async for events in stream.noack_take(  # type: ignore[attr-defined]
+                constants.AGENT_BATCH_CHUNKS, within=constants.AGENT_BATCH_WITHIN
+            ):
+                await batches.submit([e.value for e in events], partial(_ack, stream, events))
+
+
+async def _ack(stream: faust.StreamT[bytes], events: Sequence[faust.EventT[bytes]]) -> None:
+    for event in events:
+        await stream.ack(event)
 
 
 def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> None:
@@ -100,12 +113,21 @@ def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> No
             await sink.write(values)
 
 
-async def handle_chunks(values: Sequence[bytes], handler: ChunkHandler) -> None:
+async def handle_chunks(
+    values: Sequence[bytes],
+    handler: ChunkHandler,
+    *,
+    turn: Turn | None = None,
+    after: Turn | None = None,
+) -> None:
     """Apply what the account limits admit; defer the rest to the backlog, in order.
 
     Every step is retried until it succeeds: the batch is acknowledged when
-    this returns, so a step given up on would lose its chunks.
+    this returns, so a step given up on would lose its chunks. ``after``: the
+    turn of the batch before, which may still be in flight
+    (``stream_agents/pipeline.py``).
     """
+    turn = turn or Turn()
     chunks = []
     for value in values:
         try:
@@ -113,11 +135,18 @@ async def handle_chunks(values: Sequence[bytes], handler: ChunkHandler) -> None:
         except UndecodableChunk as exc:
             log.error("dead-lettering a chunk message that cannot be decoded: %r", exc)
             await handler.dead_letters.send_undecodable(handler.topic, value, exc)
-    if not chunks:
-        return
-    admission = await persistently("admitting chunks", lambda: handler.throttle.admit(chunks))
+    admission = Admission([], [])
+    if chunks:
+        admission = await persistently("admitting chunks", lambda: handler.throttle.admit(chunks))
+    turn.deferring = bool(admission.later)
     if admission.now:
-        # Before deferring: a deferred chunk may be drained as soon as it is
-        # visible, and it must not overtake the admitted ones of its account.
-        await handler.applier.apply(admission.now)
+        await handler.applier.apply(admission.now, turn=turn, after=after)
+    else:
+        if after is not None:
+            await after.settled.wait()
+        turn.prepared.set()
+        turn.settled.set()
+    # Once the admitted chunks, and those of every batch before, have
+    # committed: a deferred chunk may be drained as soon as it is visible, and
+    # it must not overtake the admitted ones of its account.
     await persistently("deferring chunks", lambda: handler.throttle.defer(admission.later))

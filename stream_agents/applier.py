@@ -23,6 +23,7 @@ from bulkflow.retry import persistently
 from schemas.messages import Chunk, OutcomeBatch
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
+from stream_agents.turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,26 @@ class Applier:
         self._publisher = publisher
         self._interval = interval
 
-    async def apply(self, chunks: list[Chunk]) -> None:
+    async def apply(
+        self, chunks: list[Chunk], *, turn: Turn | None = None, after: Turn | None = None
+    ) -> None:
+        """``after``: the turn of the batch before, which this one may write ahead
+        of; ``turn``: this one's, settled before its outcomes are published."""
+        turn = turn or Turn()
         with logs.context(**_subject(chunks)):
             started = time.perf_counter()
             try:
-                outcomes = await self.processor.process(chunks)
+                outcomes = await self.processor.process(chunks, turn=turn, after=after)
             except Exception as exc:
                 log.exception("a batch of %d chunks failed", len(chunks))
+                turn.faltered.set()
+                if after is not None:
+                    await after.settled.wait()  # its failure is recorded after that one
                 outcomes = await self.processor.fail(chunks, exc)
+            if after is not None:
+                await after.settled.wait()  # settled means every batch before it has too
+            turn.prepared.set()  # if no row was (every chunk held or replayed)
+            turn.settled.set()
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             _count(outcomes)
             await self._publish(outcomes)

@@ -16,8 +16,10 @@ One transaction per batch, or two (see ``_halves``):
 A chunk is never half-applied: its rows, its ledger entry and its counts commit
 in one transaction. A batch of one action per account may go in two: the later
 parts on a second connection, their new rows inserted while the first
-transaction applies the earlier parts, recorded and committed after it. While
-Postgres is unreachable the batch waits for it, however long; transient
+transaction applies the earlier parts, recorded and committed after it. The
+agent's next batch goes the same way behind the whole batch: its new rows
+while this one finishes, the rest once it has settled (``stream_agents/turn.py``).
+While Postgres is unreachable the batch waits for it, however long; transient
 failures while it answers retry the batch at a fixed interval
 (``bulkflow/retry.py``), the chunks a first transaction committed replayed from
 the ledger.
@@ -37,6 +39,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import accumulate, chain, compress, repeat
 from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
@@ -65,6 +68,7 @@ from stream_agents.errors import (
 from stream_agents.fresh_keys import FreshKeys
 from stream_agents.lookahead import Lookahead
 from stream_agents.plain_insert import NOTHING, CopyRefused, NewRows, PlainInsert, Staged
+from stream_agents.turn import Overtaken, Turn
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ class _Prepared(NamedTuple):
     split: _Split | None
 
 
-class _Turns:
+class _SecondHalf:
     """A batch's later parts on a second connection (_halves): when they may go on."""
 
     def __init__(self) -> None:
@@ -189,6 +193,16 @@ class _State(NamedTuple):
             and chunk.first_row_no > self.total_rows
         )
 
+    def verdict(self, chunk: Chunk) -> tuple[bool, bool, bool, bool]:
+        """What the state decides of a chunk: skipped as cancelled, held, releasing
+        its action, beyond the total (not whether its action is queued or running)."""
+        return (
+            self.status == "cancelled",
+            self.holds(chunk),
+            self.held_after == chunk.chunk_no,
+            self.beyond(chunk),
+        )
+
 
 class BatchProcessor:
     def __init__(
@@ -211,22 +225,34 @@ class BatchProcessor:
         self._fresh = FreshKeys()
         self._plain = {name: PlainInsert(entity) for name, entity in entities.items()}
 
-    async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
+    async def process(
+        self, chunks: Sequence[Chunk], *, turn: Turn | None = None, after: Turn | None = None
+    ) -> list[OutcomeBatch]:
         """Apply the chunks; return the outcomes of every row of every known action.
 
         A permanent database error (one not worth retrying, such as a constraint
         a row violates) does not fail the batch: the chunks are applied again
         with each row in a savepoint of its own, so that only the rows at
         fault fail, each with the database's reason.
+
+        ``after``: the turn of the batch before, which may not have settled
+        yet: this one then writes ahead of it as far as that is safe
+        (``stream_agents/turn.py``). ``turn``: this batch's, told when its rows
+        are prepared and when an attempt fails.
         """
         unique = _first_of_each(chunks)
+        turn = turn or Turn()
+        turn.take(unique)
+        if after is not None and not turn.may_write_ahead_of(after):
+            await after.settled.wait()
+            after = None
         try:
-            results = await self._with_retries(unique, isolate=False)
+            results = await self._with_retries(unique, isolate=False, turn=turn, after=after)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
             log.warning("batch failed with %s; applying row by row", type(exc).__name__)
-            results = await self._with_retries(unique, isolate=True)
+            results = await self._with_retries(unique, isolate=True, turn=turn)
         return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
 
     async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
@@ -274,13 +300,22 @@ class BatchProcessor:
                     await asyncio.sleep(self._interval)
 
     async def _with_retries(
-        self, chunks: list[Chunk], *, isolate: bool
+        self, chunks: list[Chunk], *, isolate: bool, turn: Turn, after: Turn | None = None
     ) -> dict[ChunkKey, ChunkResult]:
         attempt = 0
         while True:
             try:
-                return await self._apply_once(chunks, isolate=isolate)
+                return await self._apply_once(chunks, isolate=isolate, turn=turn, after=after)
             except Exception as exc:
+                turn.faltered.set()
+                if after is not None:
+                    # It wrote ahead of the batch before: rolled back, it goes
+                    # again once that one has settled.
+                    metrics.BATCH_RESTARTS.inc()
+                    await after.settled.wait()
+                    after = None
+                    if isinstance(exc, Overtaken):
+                        continue  # no attempt spent
                 if failure(exc) is Failure.PERMANENT:
                     raise
                 if await self._waited_out(exc):
@@ -303,15 +338,18 @@ class BatchProcessor:
         return False
 
     async def _apply_once(
-        self, chunks: list[Chunk], *, isolate: bool
+        self, chunks: list[Chunk], *, isolate: bool, turn: Turn, after: Turn | None
     ) -> dict[ChunkKey, ChunkResult]:
-        turns = _Turns()
+        """One attempt; ``after``: the batch before, which this one writes ahead of."""
+        turns = _SecondHalf()
+        loop = asyncio.get_running_loop()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 recorded = await self._recorded(conn, chunks)
                 states = await self._states(conn, chunks)
                 fresh = [c for c in chunks if c.key not in recorded and self._known(c, states)]
                 if not fresh:
+                    turn.prepared.set()
                     return recorded
                 # The chunk an action is held behind, replayed: the chunks behind it
                 # in this batch were replayed behind it too.
@@ -321,6 +359,9 @@ class BatchProcessor:
                 held = [
                     c for c in fresh if states[c.action_id].holds(c) and c.action_id not in released
                 ]
+                if held and after is not None:
+                    # Held by a state the batch before may change: not ahead of it.
+                    raise Overtaken()
                 holding = {c.key for c in held}
                 applied = [c for c in fresh if c.key not in holding]
                 results = {c.key: _failed(c, _held(states[c.action_id])) for c in held}
@@ -329,18 +370,25 @@ class BatchProcessor:
                     # the redelivered batch holds them again; no letter is lost.
                     await self._dead_letters.send_chunks(held, HeldForReplay())
                 first, rest = _halves(applied, isolate)
+
+                def prepared() -> None:  # on a worker thread
+                    loop.call_soon_threadsafe(turn.prepared.set)
+
+                def first_prepared() -> None:  # on a worker thread
+                    loop.call_soon_threadsafe(turns.prepared.set)
+                    if not rest:
+                        prepared()
+
                 if rest:
                     turns.later = asyncio.create_task(
-                        self._apply_later(rest, states, isolate, turns)
+                        self._apply_later(rest, states, isolate, turns, prepared)
                     )
-                loop = asyncio.get_running_loop()
+                gate = None
+                if after is not None:
+                    gate = partial(self._settled_before, conn, after, chunks, recorded, states)
                 try:
                     results |= await self._apply(
-                        conn,
-                        first,
-                        states,
-                        isolate=isolate,
-                        then=lambda: loop.call_soon_threadsafe(turns.prepared.set),
+                        conn, first, states, isolate=isolate, then=first_prepared, rest=gate
                     )
                 finally:
                     turns.prepared.set()  # the second must not wait for ever
@@ -354,20 +402,44 @@ class BatchProcessor:
         return {**recorded, **results}
 
     async def _apply_later(
-        self, chunks: list[Chunk], states: dict[str, _State], isolate: bool, turns: _Turns
+        self,
+        chunks: list[Chunk],
+        states: dict[str, _State],
+        isolate: bool,
+        turns: _SecondHalf,
+        then: Callable[[], object],
     ) -> dict[ChunkKey, ChunkResult]:
         """The batch's later parts, in a transaction of their own on a second
         connection (see _halves): their new rows while the first transaction
         applies the earlier parts; the rest, the ledger and the counts once it
-        has committed."""
+        has committed. ``then``: called once they are prepared."""
         # Not before: its worker thread must not wait for the first one's, which
         # may itself be waiting for a free worker of the same thread pool.
         await turns.prepared.wait()
         async with self._pool.acquire() as conn, conn.transaction():
-            results = await self._apply(conn, chunks, states, isolate=isolate, rest=turns.committed)
+            results = await self._apply(
+                conn, chunks, states, isolate=isolate, then=then, rest=turns.committed.wait
+            )
             await self._record(conn, chunks, results)
             await _release_and_end(conn, chunks, states)
         return results
+
+    async def _settled_before(
+        self,
+        conn: asyncpg.Connection,
+        before: Turn,
+        chunks: list[Chunk],
+        recorded: dict[ChunkKey, ChunkResult],
+        states: dict[str, _State],
+    ) -> None:
+        """Once the batch before has settled: raise :class:`Overtaken` unless what
+        this attempt read at its start still holds."""
+        await before.outcome()
+        if (await self._recorded(conn, chunks)).keys() != recorded.keys():
+            raise Overtaken()
+        now = await self._states(conn, chunks)
+        if _verdicts(chunks, now) != _verdicts(chunks, states):
+            raise Overtaken()
 
     def _known(self, chunk: Chunk, states: dict[str, _State]) -> bool:
         state = states.get(chunk.action_id)
@@ -410,11 +482,13 @@ class BatchProcessor:
         *,
         isolate: bool,
         then: Callable[[], object] | None = None,
-        rest: asyncio.Event | None = None,
+        rest: Callable[[], Awaitable[object]] | None = None,
     ) -> dict[ChunkKey, ChunkResult]:
         """``then``: called once every part is prepared (on the worker thread);
-        ``rest``: the later parts of a batch (see _halves), all prepared on the
-        thread, each one's new rows inserted first and the rest once it is set."""
+        ``rest``: the parts wait for something before them (the earlier half of
+        their batch, see _halves, or the batch before, see ``stream_agents/turn.py``):
+        all prepared on the thread, each one's new rows inserted first and the
+        rest once ``rest()`` returns."""
         results = {c.key: ChunkResult(["?"] * len(c.rows)) for c in chunks}
         if not chunks:
             return results
@@ -433,7 +507,9 @@ class BatchProcessor:
         # and not kept"); on the thread, in-process, wall time fell from 1.64 to
         # 1.50 times Postgres' own CPU (README).
         if rest is not None:
-            ahead = Lookahead(lambda: self._ahead(parts, chunks, states, results, isolate))
+            ahead = Lookahead(
+                lambda: self._ahead(parts, chunks, states, results, isolate, then=then)
+            )
             async with ahead:
                 await self._write_later(conn, ahead, results, isolate, rest)
             return results
@@ -459,11 +535,11 @@ class BatchProcessor:
         ahead: AsyncIterable[list[_Prepared]],
         results: dict[ChunkKey, ChunkResult],
         isolate: bool,
-        rest: asyncio.Event,
+        rest: Callable[[], Awaitable[object]],
     ) -> None:
-        """The new rows of every part as it is prepared, the rest once ``rest`` is set."""
+        """The new rows of every part as it is prepared, the rest once ``rest()`` returns."""
         left = [await self._insert_ahead(conn, prepared, results) async for prepared in ahead]
-        await rest.wait()
+        await rest()
         for prepared in left:
             await self._write(conn, prepared, results, isolate)
 
@@ -499,19 +575,18 @@ class BatchProcessor:
     ) -> Generator[list[_Prepared], None, None]:
         """On a worker thread: read ``chunks`` (the parts' chunks), then prepare each
         part once the part before them is (``after``): the key filters see the
-        rows in file order. ``then`` is called once the last part is prepared.
+        rows in file order. ``then`` is called once the last part is prepared
+        (not if one fails: a successor must not prepare before this one has).
 
         It touches only these chunks' results, and the key filters under their lock.
         """
-        try:
-            reads = self._read(chunks, states, results)
-            if after is not None:
-                after.wait()
-            for part in parts:
-                yield self._prepare(part, reads, results, isolate)
-        finally:
-            if then is not None:
-                then()
+        reads = self._read(chunks, states, results)
+        if after is not None:
+            after.wait()
+        for part in parts:
+            yield self._prepare(part, reads, results, isolate)
+        if then is not None:
+            then()
 
     def _read(
         self, chunks: list[Chunk], states: dict[str, _State], results: dict[ChunkKey, ChunkResult]
@@ -975,6 +1050,14 @@ class HeldForReplay(Exception):
 
     def __str__(self) -> str:
         return "held behind an earlier dead-lettered chunk of its action"
+
+
+def _verdicts(
+    chunks: list[Chunk], states: dict[str, _State]
+) -> list[tuple[bool, bool, bool, bool] | None]:
+    return [
+        None if (state := states.get(c.action_id)) is None else state.verdict(c) for c in chunks
+    ]
 
 
 def _held(state: _State) -> RowProblem:

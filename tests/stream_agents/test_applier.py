@@ -17,6 +17,7 @@ from schemas.messages import Chunk, OutcomeBatch
 from stream_agents.applier import Applier
 from stream_agents.batch import BatchProcessor
 from stream_agents.outcomes import OutcomePublisher
+from stream_agents.turn import Turn
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +26,9 @@ OUTCOMES = [OutcomeBatch("a1", "acme", "contact", "upsert", 0, 1, "c", {}, ["a@x
 
 
 class AppliedProcessor:
-    async def process(self, chunks: Sequence[Chunk]) -> list[OutcomeBatch]:
+    async def process(
+        self, chunks: Sequence[Chunk], *, turn: Turn | None = None, after: Turn | None = None
+    ) -> list[OutcomeBatch]:
         return OUTCOMES
 
 
