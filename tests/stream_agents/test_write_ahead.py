@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
@@ -112,25 +113,34 @@ def two_batches(action_id: str, acct: str) -> tuple[list[Chunk], list[Chunk]]:
 
 
 def plain_inserts() -> float:
-    return metrics.INSERTS.labels("plain")._value.get()
+    return float(metrics.INSERTS.labels("plain")._value.get())
 
 
 def restarts() -> float:
-    return metrics.BATCH_RESTARTS._value.get()
+    return float(metrics.BATCH_RESTARTS._value.get())
+
+
+@dataclass(frozen=True)
+class Ran:
+    action_id: str
+    first: list[OutcomeBatch]  # the outcomes each batch published
+    second: list[OutcomeBatch]
+    restarts: float  # batches that started again behind the one before
 
 
 async def run_two(
-    pool: asyncpg.Pool,
-    holder: asyncpg.Connection,
-    first: list[Chunk],
-    second: list[Chunk],
-    meanwhile: str | None = None,
-) -> tuple[KeptOutcomes, KeptOutcomes]:
-    """Apply ``first``, then ``second`` behind it once it is prepared; once
-    ``second`` has inserted its new rows, run ``meanwhile`` (SQL) and release
-    the held commit."""
-    letters = KeptLetters()
-    processor = BatchProcessor(pool, letters, attempts=3, interval=0)
+    pool: asyncpg.Pool, holder: asyncpg.Connection, fail: str, meanwhile: str | None = None
+) -> Ran:
+    """An import's rows 1-4 as a batch held before its commit (``fail``: see
+    hold_first_commit), then rows 5-8 behind it once it is prepared; once those
+    have inserted their new rows, run ``meanwhile`` (SQL, ``{action_id}`` filled
+    in) and release the held commit."""
+    acct = account()
+    action_id = await new_action(pool, acct, 8)
+    first, second = two_batches(action_id, acct)
+    await hold_first_commit(holder, action_id, fail)
+    restarted = restarts()
+    processor = BatchProcessor(pool, KeptLetters(), attempts=3, interval=0)
     published = KeptOutcomes(), KeptOutcomes()
     appliers = [Applier(processor, cast(OutcomePublisher, p), interval=0) for p in published]
     before, turn = Turn(), Turn()
@@ -150,10 +160,10 @@ async def run_two(
     assert not applying.done()
     assert not behind.done()
     if meanwhile is not None:
-        await holder.execute(meanwhile)
+        await holder.execute(meanwhile.format(action_id=action_id))
     await holder.execute("SELECT pg_advisory_unlock($1)", LOCK)
     await asyncio.gather(applying, behind)
-    return published
+    return Ran(action_id, published[0].batches, published[1].batches, restarts() - restarted)
 
 
 async def stored(pool: asyncpg.Pool, action_id: str) -> list[int]:
@@ -163,50 +173,52 @@ async def stored(pool: asyncpg.Pool, action_id: str) -> list[int]:
     return [r[0] for r in rows]
 
 
+async def counted(pool: asyncpg.Pool, action_id: str) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        "SELECT status, processed_rows, succeeded, skipped FROM bulk_actions WHERE id = $1",
+        action_id,
+    )
+    return dict(row)
+
+
 async def test_a_batch_inserts_its_new_rows_ahead_and_the_rest_once_the_one_before_commits(
     wide_pool: asyncpg.Pool, holder: asyncpg.Connection
 ) -> None:
-    acct = account()
-    action_id = await new_action(wide_pool, acct, 8)
-    first, second = two_batches(action_id, acct)
-    await hold_first_commit(holder, action_id, fail="never")
-    restarted = restarts()
-    out_first, out_second = await run_two(wide_pool, holder, first, second)
-    assert [o.codes for o in out_first.batches + out_second.batches] == ["cc", "cc", "cs", "cc"]
-    assert out_second.batches[0].problems[1] == RowProblem("duplicate", "same email as row 2", 2)
-    assert restarts() == restarted
-    assert await stored(wide_pool, action_id) == [1, 2, 3, 4, 5, 7, 8]
+    ran = await run_two(wide_pool, holder, fail="never")
+    assert [o.codes for o in ran.first + ran.second] == ["cc", "cc", "cs", "cc"]
+    assert ran.second[0].problems[1] == RowProblem("duplicate", "same email as row 2", 2)
+    assert ran.restarts == 0
+    assert await stored(wide_pool, ran.action_id) == [1, 2, 3, 4, 5, 7, 8]
     # The second batch's ledger rows committed after the first's.
     ledger = await wide_pool.fetch(
         "SELECT chunk_no, xmin::text::bigint AS tx FROM chunk_ledger WHERE action_id = $1"
         " ORDER BY chunk_no",
-        action_id,
+        ran.action_id,
     )
     first_tx, second_tx = {r["tx"] for r in ledger[:2]}, {r["tx"] for r in ledger[2:]}
     assert len(first_tx) == len(second_tx) == 1
     assert first_tx != second_tx
-    status = await wide_pool.fetchrow(
-        "SELECT status, succeeded, skipped FROM bulk_actions WHERE id = $1", action_id
-    )
-    assert dict(status) == {"status": "completed", "succeeded": 7, "skipped": 1}
+    assert await counted(wide_pool, ran.action_id) == {
+        "status": "completed",
+        "processed_rows": 8,
+        "succeeded": 7,
+        "skipped": 1,
+    }
 
 
 async def test_a_batch_ahead_of_one_that_fails_an_attempt_starts_again_once_it_commits(
     wide_pool: asyncpg.Pool, holder: asyncpg.Connection
 ) -> None:
-    acct = account()
-    action_id = await new_action(wide_pool, acct, 8)
-    first, second = two_batches(action_id, acct)
-    await hold_first_commit(holder, action_id, fail="once")
-    restarted = restarts()
-    out_first, out_second = await run_two(wide_pool, holder, first, second)
-    assert restarts() - restarted == 1
-    assert [o.codes for o in out_first.batches + out_second.batches] == ["cc", "cc", "cs", "cc"]
-    assert await stored(wide_pool, action_id) == [1, 2, 3, 4, 5, 7, 8]
-    counted = await wide_pool.fetchrow(
-        "SELECT processed_rows, succeeded, skipped FROM bulk_actions WHERE id = $1", action_id
-    )
-    assert dict(counted) == {"processed_rows": 8, "succeeded": 7, "skipped": 1}
+    ran = await run_two(wide_pool, holder, fail="once")
+    assert ran.restarts == 1
+    assert [o.codes for o in ran.first + ran.second] == ["cc", "cc", "cs", "cc"]
+    assert await stored(wide_pool, ran.action_id) == [1, 2, 3, 4, 5, 7, 8]
+    assert await counted(wide_pool, ran.action_id) == {
+        "status": "completed",
+        "processed_rows": 8,
+        "succeeded": 7,
+        "skipped": 1,
+    }
 
 
 async def test_a_batch_ahead_of_one_that_fails_for_good_is_held_behind_its_dead_letter(
@@ -214,18 +226,12 @@ async def test_a_batch_ahead_of_one_that_fails_for_good_is_held_behind_its_dead_
 ) -> None:
     """The rows the second batch had inserted ahead are rolled back: it is held
     behind the first batch's dead-lettered chunk, for a replay in file order."""
-    acct = account()
-    action_id = await new_action(wide_pool, acct, 8)
-    first, second = two_batches(action_id, acct)
-    await hold_first_commit(holder, action_id, fail="always")
-    out_first, out_second = await run_two(wide_pool, holder, first, second)
-    assert [o.codes for o in out_first.batches] == ["ff", "ff"]
-    assert out_first.batches[0].problems[0].reason == "retries_exhausted"
-    assert [o.codes for o in out_second.batches] == ["ff", "ff"]
-    assert {p.reason for o in out_second.batches for p in o.problems.values()} == {
-        "held_for_replay"
-    }
-    assert await stored(wide_pool, action_id) == []
+    ran = await run_two(wide_pool, holder, fail="always")
+    assert [o.codes for o in ran.first] == ["ff", "ff"]
+    assert ran.first[0].problems[0].reason == "retries_exhausted"
+    assert [o.codes for o in ran.second] == ["ff", "ff"]
+    assert {p.reason for o in ran.second for p in o.problems.values()} == {"held_for_replay"}
+    assert await stored(wide_pool, ran.action_id) == []
 
 
 async def test_a_batch_ahead_of_a_cancel_skips_its_rows(
@@ -233,16 +239,11 @@ async def test_a_batch_ahead_of_a_cancel_skips_its_rows(
 ) -> None:
     """The action is cancelled after the second batch read its state: what it had
     read no longer holds once the first commits, so it starts again and skips."""
-    acct = account()
-    action_id = await new_action(wide_pool, acct, 8)
-    first, second = two_batches(action_id, acct)
-    await hold_first_commit(holder, action_id, fail="never")
-    restarted = restarts()
     # As `bulkflow` cancels an action: its status, which the agents read.
-    cancel = f"UPDATE bulk_actions SET status = 'cancelled' WHERE id = '{action_id}'"
-    out_first, out_second = await run_two(wide_pool, holder, first, second, meanwhile=cancel)
-    assert restarts() - restarted == 1
-    assert [o.codes for o in out_first.batches] == ["cc", "cc"]
-    assert [o.codes for o in out_second.batches] == ["ss", "ss"]
-    assert {p.reason for o in out_second.batches for p in o.problems.values()} == {"cancelled"}
-    assert await stored(wide_pool, action_id) == [1, 2, 3, 4]
+    cancel = "UPDATE bulk_actions SET status = 'cancelled' WHERE id = '{action_id}'"
+    ran = await run_two(wide_pool, holder, fail="never", meanwhile=cancel)
+    assert ran.restarts == 1
+    assert [o.codes for o in ran.first] == ["cc", "cc"]
+    assert [o.codes for o in ran.second] == ["ss", "ss"]
+    assert {p.reason for o in ran.second for p in o.problems.values()} == {"cancelled"}
+    assert await stored(wide_pool, ran.action_id) == [1, 2, 3, 4]
