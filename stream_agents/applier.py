@@ -58,7 +58,7 @@ class Applier:
                 outcomes = await self.processor.fail(chunks, exc)
             if after is not None:
                 await after.settled.wait()  # settled means every batch before it has too
-            turn.prepared.set()  # if no row was (every chunk held or replayed)
+            turn.prepared.set()  # if no attempt prepared rows (each chunk replayed or held)
             turn.settled.set()
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             _count(outcomes)
