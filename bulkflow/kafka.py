@@ -31,10 +31,17 @@ _PATIENCE = 40.0
 LZ4 = "lz4"
 #: Seconds a batch of messages waits for more: lets a burst of chunks share requests.
 LINGER = 0.005
+#: Bytes of messages a partition's batch takes at most (aiokafka's default). A
+#: message larger than this goes in a batch of its own, so one request per message.
+BATCH_BYTES = 16 * 1024
 
 
 async def _started(
-    settings: Settings, patience: float, compression: str | None, linger: float
+    settings: Settings,
+    patience: float,
+    compression: str | None,
+    linger: float,
+    batch_bytes: int,
 ) -> AIOKafkaProducer:
     """acks=all + idempotence: an acknowledged message is on the broker exactly once.
 
@@ -46,6 +53,7 @@ async def _started(
         acks="all",
         enable_idempotence=True,
         linger_ms=int(linger * 1000),
+        max_batch_size=batch_bytes,
         max_request_size=constants.MAX_MESSAGE_BYTES,
         compression_type=compression,
         request_timeout_ms=int(patience * 1000),
@@ -72,12 +80,14 @@ class Producer:
         patience: float,
         compression: str | None = LZ4,
         linger: float = LINGER,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self._settings = settings
         self._current = started
         self._patience = patience
         self._compression = compression
         self._linger = linger
+        self._batch_bytes = batch_bytes
         self._replacing = asyncio.Lock()
 
     @classmethod
@@ -89,12 +99,15 @@ class Producer:
         patience: float = _PATIENCE,
         compression: str | None = LZ4,
         linger: float = LINGER,
+        batch_bytes: int = BATCH_BYTES,
     ) -> AsyncIterator[Producer]:
         """A started producer; ``patience``: seconds a send waits for an unreachable broker;
         ``compression``: Kafka's codec for its batches (None: sent as they are);
-        ``linger``: seconds a batch waits for more messages before it is sent."""
-        started = await _started(settings, patience, compression, linger)
-        producer = cls(settings, started, patience, compression, linger)
+        ``linger``: seconds a batch waits for more messages before it is sent;
+        ``batch_bytes``: bytes of one partition's messages a batch (and so a
+        request) carries at most."""
+        started = await _started(settings, patience, compression, linger, batch_bytes)
+        producer = cls(settings, started, patience, compression, linger, batch_bytes)
         try:
             yield producer
         finally:
@@ -127,7 +140,11 @@ class Producer:
                 return  # another failed send replaced it already
             log.warning("replacing the Kafka producer after %r", exc)
             self._current = await _started(
-                self._settings, self._patience, self._compression, self._linger
+                self._settings,
+                self._patience,
+                self._compression,
+                self._linger,
+                self._batch_bytes,
             )
         try:
             await asyncio.wait_for(failed.stop(), _STOP_TIMEOUT)
