@@ -92,6 +92,12 @@ AGENT_BATCH_WITHIN: Final = 0.05  # seconds to wait for a batch to fill
 STATEMENT_CHUNKS: Final = 4
 SINK_BATCH_MESSAGES: Final = 200  # outcome messages per ClickHouse insert
 SINK_BATCH_WITHIN: Final = 0.5  # seconds to wait for a sink batch to fill
+#: Seconds between two inserts at least, when drained outcomes hurry one.
+SINK_MIN_GAP: Final = 0.25
+#: Header of the outcome messages of an agent batch smaller than
+#: AGENT_BATCH_CHUNKS: the agent had no more chunks waiting, so no more
+#: outcomes are on their way for now (stream_agents/sink_buffer.py).
+DRAINED_HEADER: Final = "bulkflow-drained"
 #: Limits of a query through the embedded engine's front, which shares the
 #: engine's one thread with the sink's inserts: seconds, and rows read.
 FRONT_MAX_QUERY_SECONDS: Final = 5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
@@ -21,6 +21,9 @@ from bulkflow import constants
 from bulkflow.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: A Kafka record header: its name and value.
+Header = tuple[str, bytes]
 
 _STOP_TIMEOUT = 10.0  # seconds a replaced producer gets to stop
 #: aiokafka's default; the agents' sends are retried after it anyway.
@@ -113,14 +116,16 @@ class Producer:
         finally:
             await producer._current.stop()
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: Sequence[Header] = ()
+    ) -> asyncio.Future[None]:
         """Queue one message; the returned future resolves once the broker has it.
 
         A message over ``MAX_MESSAGE_BYTES`` raises ``MessageSizeTooLargeError``
         here, before anything is sent.
         """
         producer = self._current
-        sent = await producer.send(topic, value, key=key)
+        sent = await producer.send(topic, value, key=key, headers=list(headers) or None)
         return asyncio.ensure_future(self._settled(producer, sent))
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:

@@ -27,6 +27,7 @@ from stream_agents.applier import Applier
 from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.pipeline import Pipeline
 from stream_agents.sink import OutcomeSink
+from stream_agents.sink_buffer import SinkBuffer
 from stream_agents.throttle import Admission, Throttle
 from stream_agents.turn import Turn
 
@@ -83,7 +84,9 @@ def _add_chunk_agent(app: faust.App, settings: Settings, handler: ChunkHandler) 
     topic = _raw_topic(app, settings.topic(constants.CHUNKS_TOPIC))
 
     async def handle(values: Sequence[bytes], turn: Turn, after: Turn | None) -> None:
-        await handle_chunks(values, handler, turn=turn, after=after)
+        # A batch short of its size: the take waited and no more chunks came.
+        drained = len(values) < constants.AGENT_BATCH_CHUNKS
+        await handle_chunks(values, handler, turn=turn, after=after, drained=drained)
 
     @app.agent(topic, name="apply-chunks")
     async def apply_chunks(stream: faust.StreamT[bytes]) -> None:
@@ -107,10 +110,13 @@ def _add_sink_agent(app: faust.App, settings: Settings, sink: OutcomeSink) -> No
 
     @app.agent(topic, name="record-outcomes")
     async def record_outcomes(stream: faust.StreamT[bytes]) -> None:
-        async for values in stream.take(
-            constants.SINK_BATCH_MESSAGES, within=constants.SINK_BATCH_WITHIN
-        ):
-            await sink.write(values)
+        # Each message as it comes (a take of one), acknowledged by hand once
+        # inserted: the buffer decides when (stream_agents/sink_buffer.py).
+        async with SinkBuffer(sink.write, partial(_ack, stream)) as buffer:
+            async for events in stream.noack_take(  # type: ignore[attr-defined]
+                1, within=constants.SINK_BATCH_WITHIN
+            ):
+                await buffer.add(events)
 
 
 async def handle_chunks(
@@ -119,13 +125,14 @@ async def handle_chunks(
     *,
     turn: Turn | None = None,
     after: Turn | None = None,
+    drained: bool = False,
 ) -> None:
     """Apply what the account limits admit; defer the rest to the backlog, in order.
 
     Every step is retried until it succeeds: the batch is acknowledged when
     this returns, so a step given up on would lose its chunks. ``after``: the
     turn of the batch before, which may still be in flight
-    (``stream_agents/pipeline.py``).
+    (``stream_agents/pipeline.py``); ``drained``: no more chunks were waiting.
     """
     turn = turn or Turn()
     chunks = []
@@ -140,7 +147,7 @@ async def handle_chunks(
         admission = await persistently("admitting chunks", lambda: handler.throttle.admit(chunks))
     turn.deferring = bool(admission.later)
     if admission.now:
-        await handler.applier.apply(admission.now, turn=turn, after=after)
+        await handler.applier.apply(admission.now, turn=turn, after=after, drained=drained)
     else:
         if after is not None:
             await after.settled.wait()

@@ -41,10 +41,16 @@ class Applier:
         self._interval = interval
 
     async def apply(
-        self, chunks: list[Chunk], *, turn: Turn | None = None, after: Turn | None = None
+        self,
+        chunks: list[Chunk],
+        *,
+        turn: Turn | None = None,
+        after: Turn | None = None,
+        drained: bool = False,
     ) -> None:
         """``after``: the turn of the batch before, which this one may write ahead
-        of; ``turn``: this one's, settled before its outcomes are published."""
+        of; ``turn``: this one's, settled before its outcomes are published;
+        ``drained``: no more chunks were waiting (the outcomes say so to the sink)."""
         turn = turn or Turn()
         with logs.context(**_subject(chunks)):
             started = time.perf_counter()
@@ -62,12 +68,12 @@ class Applier:
             turn.settled.set()
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             _count(outcomes)
-            await self._publish(outcomes)
+            await self._publish(outcomes, drained)
 
-    async def _publish(self, outcomes: list[OutcomeBatch]) -> None:
+    async def _publish(self, outcomes: list[OutcomeBatch], drained: bool) -> None:
         await persistently(
             f"publishing the outcomes of {len(outcomes)} chunks",
-            lambda: self._publisher.publish(outcomes),
+            lambda: self._publisher.publish(outcomes, drained=drained),
             interval=self._interval,
         )
 

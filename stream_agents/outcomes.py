@@ -50,12 +50,17 @@ class OutcomePublisher:
         async with Producer.open(settings, compression=_COMPRESSION, linger=0) as producer:
             yield cls(producer, settings.topic(constants.OUTCOMES_TOPIC))
 
-    async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
-        """Send every batch's outcomes; raise the first failure once all have settled."""
+    async def publish(self, batches: Sequence[OutcomeBatch], *, drained: bool = False) -> None:
+        """Send every batch's outcomes; raise the first failure once all have settled.
+
+        ``drained``: the agent has no more chunks waiting; every message says
+        so (DRAINED_HEADER), as they may reach the sink in any order.
+        """
+        headers = [(constants.DRAINED_HEADER, b"1")] if drained else []
         sent = []
         try:
             for key, message in grouped(batches):
-                sent.append(await self._producer.send(self._topic, message, key))
+                sent.append(await self._producer.send(self._topic, message, key, headers))
         finally:
             results = await asyncio.gather(*sent, return_exceptions=True)
         for result in results:

@@ -39,12 +39,14 @@ class FlakyPublisher:
         self.failures = failures
         self.error = error
         self.published: list[list[OutcomeBatch]] = []
+        self.drained: list[bool] = []
 
-    async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
+    async def publish(self, batches: Sequence[OutcomeBatch], *, drained: bool = False) -> None:
         if self.failures:
             self.failures -= 1
             raise self.error()
         self.published.append(list(batches))
+        self.drained.append(drained)
 
 
 def applier(publisher: FlakyPublisher) -> Applier:
@@ -71,3 +73,10 @@ async def test_an_error_the_producer_cannot_recover_from_is_retried_too() -> Non
     publisher = FlakyPublisher(failures=2, error=MessageSizeTooLargeError)
     await applier(publisher).apply([CHUNK])
     assert publisher.published == [OUTCOMES]
+
+
+async def test_the_outcomes_of_a_drained_batch_are_published_as_drained() -> None:
+    publisher = FlakyPublisher(failures=0)
+    await applier(publisher).apply([CHUNK])
+    await applier(publisher).apply([CHUNK], drained=True)
+    assert publisher.drained == [False, True]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
@@ -16,7 +17,7 @@ from bulkflow.settings import Settings
 from schemas.messages import OutcomeBatch, RowProblem
 from stream_agents import dead_letters
 from stream_agents.dead_letters import DeadLetterQueue
-from stream_agents.outcomes import grouped, messages
+from stream_agents.outcomes import OutcomePublisher, grouped, messages
 from stream_agents.sink import OutcomeSink
 
 pytestmark = pytest.mark.anyio
@@ -179,3 +180,42 @@ async def test_a_message_with_a_line_clickhouse_refuses_is_dead_lettered_whole(
     rows = await clickhouse.rows("action_stats", {"account_id": "acme", "action_id": action_id})
     assert sum(count for *_, count in rows) == 3
     assert [letter.raw for letter in await dead_letters.list_pending(isolated)] == [mixed]
+
+
+async def test_a_drained_batch_says_so_on_each_of_its_messages(database: Settings) -> None:
+    # Its messages go to one partition per account, and the sink inserts at
+    # the first drained one it sees: each carries the header.
+    action = str(uuid.uuid4())
+    async with OutcomePublisher.start(database) as publisher:
+        await publisher.publish([batch(action, 0)])
+        await publisher.publish(
+            [batch(action, 1), replace(batch(action, 2), account_id="globex")], drained=True
+        )
+    records = await outcome_records(database, action, expected=3)
+    headers = {OutcomeBatch.from_bytes(r.value).chunk_no: dict(r.headers) for r in records}
+    assert headers == {
+        0: {},
+        1: {constants.DRAINED_HEADER: b"1"},
+        2: {constants.DRAINED_HEADER: b"1"},
+    }
+
+
+async def outcome_records(settings: Settings, action_id: str, expected: int) -> list[Any]:
+    """The records on the outcomes topic with the action's outcomes (one chunk each)."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(constants.OUTCOMES_TOPIC),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        found: list[Any] = []
+        while len(found) < expected:
+            batches = await consumer.getmany(timeout_ms=10_000)
+            assert batches, f"only {len(found)} of {expected} outcome messages were published"
+            for records in batches.values():
+                found += [r for r in records if action_id.encode() in r.value]
+        return found
+    finally:
+        await consumer.stop()

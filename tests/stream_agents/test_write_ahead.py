@@ -41,7 +41,7 @@ class KeptOutcomes:
     def __init__(self) -> None:
         self.batches: list[OutcomeBatch] = []
 
-    async def publish(self, batches: Sequence[OutcomeBatch]) -> None:
+    async def publish(self, batches: Sequence[OutcomeBatch], *, drained: bool = False) -> None:
         self.batches += batches
 
 
