@@ -28,11 +28,14 @@ _CHUNK_COMPRESSION: str | None = None
 #: A partition's chunks share a produce request, up to this many bytes of them.
 #: With aiokafka's 16 KiB, every chunk (~46 KB at the bench's 500 rows) went
 #: in a request of its own, and per request the broker and the API pay more
-#: than per byte: four alternated million-row pairs, Kafka 0.8-1.3 us of CPU a
-#: row against 2.2-3.3, the API 1.9-2.5 against 3.0-4.4. The topic takes
-#: batches up to MAX_MESSAGE_BYTES (16 MiB); the window of sends in flight
-#: still bounds what an upload holds.
-_CHUNK_BATCH_BYTES = constants.CHUNK_TARGET_BYTES
+#: than per byte. At 1 MiB (four alternated million-row pairs) Kafka took
+#: 0.8-1.3 us of CPU a row against 2.2-3.3 and the API 1.9-2.5 against 3.0-4.4,
+#: but the API's peak RSS rose from ~145 to 149.2-149.7 MB, at its 150 MB
+#: budget; 512 KiB kept most of it (Kafka 0.8, the API 1.7 us and 148.0 MB),
+#: 256 KiB less (Kafka 1.1, the API 2.1 us and 144.8 MB). The topic takes
+#: batches up to MAX_MESSAGE_BYTES; the window of sends in flight still bounds
+#: what an upload holds.
+_CHUNK_BATCH_BYTES = 512 * 1024
 
 
 class ChunkSink(Protocol):
