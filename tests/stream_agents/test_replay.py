@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from bulkflow import constants
 from bulkflow.database import connect_pool
@@ -22,7 +21,7 @@ from stream_agents import dead_letters
 from stream_agents.batch import BatchProcessor
 from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.errors import RetriesExhausted
-from tests.stream_agents.support import chunk
+from tests.stream_agents.support import chunk, records_on
 from tests.stream_agents.test_batch import counts, new_action
 from tests.support import account_id
 
@@ -31,23 +30,8 @@ pytestmark = pytest.mark.anyio
 
 async def published_chunks(settings: Settings, expected: int) -> list[Chunk]:
     """The chunks on the chunk topic, in the order of their partition."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(constants.CHUNKS_TOPIC),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        found: list[Chunk] = []
-        while len(found) < expected:
-            batches = await consumer.getmany(timeout_ms=10_000)
-            assert batches, f"only {len(found)} of {expected} chunks were published"
-            for records in batches.values():
-                found += [Chunk.from_bytes(r.value) for r in records]
-        return found
-    finally:
-        await consumer.stop()
+    records = await records_on(settings, constants.CHUNKS_TOPIC, expected)
+    return [Chunk.from_bytes(record.value) for record in records]
 
 
 async def contact(pool: asyncpg.Pool, acct: str, email: str) -> dict[str, Any]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from bulkflow import constants
 from bulkflow.clickhouse import ClickHouse
@@ -19,6 +18,7 @@ from stream_agents import dead_letters
 from stream_agents.dead_letters import DeadLetterQueue
 from stream_agents.outcomes import OutcomePublisher, grouped, messages
 from stream_agents.sink import OutcomeSink
+from tests.stream_agents.support import records_on
 
 pytestmark = pytest.mark.anyio
 
@@ -191,31 +191,12 @@ async def test_a_drained_batch_says_so_on_each_of_its_messages(database: Setting
         await publisher.publish(
             [batch(action, 1), replace(batch(action, 2), account_id="globex")], drained=True
         )
-    records = await outcome_records(database, action, expected=3)
+    records = await records_on(
+        database, constants.OUTCOMES_TOPIC, 3, lambda record: action.encode() in record.value
+    )
     headers = {OutcomeBatch.from_bytes(r.value).chunk_no: dict(r.headers) for r in records}
     assert headers == {
         0: {},
         1: {constants.DRAINED_HEADER: b"1"},
         2: {constants.DRAINED_HEADER: b"1"},
     }
-
-
-async def outcome_records(settings: Settings, action_id: str, expected: int) -> list[Any]:
-    """The records on the outcomes topic with the action's outcomes (one chunk each)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(constants.OUTCOMES_TOPIC),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        found: list[Any] = []
-        while len(found) < expected:
-            batches = await consumer.getmany(timeout_ms=10_000)
-            assert batches, f"only {len(found)} of {expected} outcome messages were published"
-            for records in batches.values():
-                found += [r for r in records if action_id.encode() in r.value]
-        return found
-    finally:
-        await consumer.stop()
