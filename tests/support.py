@@ -63,6 +63,17 @@ async def new_tenant(pool: asyncpg.Pool) -> Tenant:
     return Tenant(account.id, account.api_key)
 
 
+async def settle() -> None:
+    """Let the ready tasks run a while, for checks that something did not happen.
+
+    For code that waits only on its own events and tasks, never on I/O or a
+    clock: each step it could take is a loop iteration away, so no load on
+    the machine makes this miss one.
+    """
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 async def eventually(probe: Any, what: str) -> Any:
     """Poll ``probe()`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + PATIENCE

@@ -15,7 +15,7 @@ from schemas.messages import Chunk
 from stream_agents.pipeline import Pipeline
 from stream_agents.turn import Turn
 from tests.stream_agents.support import chunk
-from tests.support import eventually
+from tests.support import eventually, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -46,14 +46,6 @@ class Batches:
             return n in self.turns
 
         await eventually(probe, f"batch {n} started")
-
-
-async def settle() -> None:
-    """Let the ready tasks run a while, for checks that something did not happen:
-    the pipeline waits only on its own events and tasks, never on I/O or a clock,
-    so each step it could take is a loop iteration away."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 async def test_the_next_batch_starts_once_the_one_before_is_prepared_and_acks_follow_in_order() -> (

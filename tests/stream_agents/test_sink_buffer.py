@@ -15,7 +15,7 @@ import pytest
 
 from bulkflow import constants
 from stream_agents.sink_buffer import Message, Pacer, SinkBuffer
-from tests.support import eventually
+from tests.support import eventually, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -89,12 +89,6 @@ def seen(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 async def add_each(buffer: SinkBuffer, *values: bytes) -> None:
     for value in values:
         await buffer.add([plain(value)])
-
-
-async def settle() -> None:
-    """Let every ready task run, before checking that something did not happen."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 async def test_a_drained_message_is_written_at_once_with_those_before_it() -> None:
