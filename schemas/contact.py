@@ -33,9 +33,7 @@ def _email(value: str) -> str:
 #: _EMAIL for printable ASCII (a character class excludes "@" and the space,
 #: and "." after the last dot), in RE2's syntax for Arrow's kernel.
 _PRINTABLE = r"\x21-\x3f\x41-\x7e"
-_EMAIL_ASCII = (
-    rf"^[{_PRINTABLE}]{{1,64}}@[{_PRINTABLE}]+\.[\x21-\x2d\x2f-\x3f\x41-\x7e]{{2,}}$"
-)
+_EMAIL_ASCII = rf"^[{_PRINTABLE}]{{1,64}}@[{_PRINTABLE}]+\.[\x21-\x2d\x2f-\x3f\x41-\x7e]{{2,}}$"
 
 
 def _email_column(values: pa.StringArray) -> pa.BooleanArray:

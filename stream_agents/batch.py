@@ -40,7 +40,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Itera
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate, chain, compress, repeat
+from itertools import accumulate, chain, compress, groupby, repeat
 from operator import itemgetter
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -863,18 +863,31 @@ class BatchProcessor:
         )
         plain: _Round = []
         refusable: _Round = []
-        for part, positions in creating:
-            pick = _picker(part, positions)
-            held = self._fresh.add(part.action_id, match_on, pick(part.rows.key))
-            if held is not None and other is not None:
-                held |= self._held_values(part.action_id, pick(part.rows.values[other]))
+        # One filter call for an action's parts: numpy's cost is mostly per call.
+        for action_id, run in groupby(creating, key=lambda item: item[0].action_id):
+            parts = list(run)
+            picks = [_picker(part, positions) for part, positions in parts]
+            keys = [pick(part.rows.key) for (part, _), pick in zip(parts, picks, strict=True)]
+            held = self._fresh.add(action_id, match_on, list(chain.from_iterable(keys)))
             if held is None:
-                refusable.append((part, positions))
+                refusable += parts
                 continue
-            # Iterating numpy's bools costs ~0.1 us each; their list, none.
-            new = list(compress(positions, (~held).tolist())) if held.any() else positions
-            if new:
-                plain.append((part, new))
+            if other is not None:
+                values = (
+                    pick(part.rows.values[other])
+                    for (part, _), pick in zip(parts, picks, strict=True)
+                )
+                held |= self._held_values(action_id, list(chain.from_iterable(values)))
+            ends = list(accumulate(map(len, keys)))
+            for (part, positions), part_held in zip(parts, np.split(held, ends[:-1]), strict=True):
+                # Iterating numpy's bools costs ~0.1 us each; their list, none.
+                new = (
+                    list(compress(positions, (~part_held).tolist()))
+                    if part_held.any()
+                    else positions
+                )
+                if new:
+                    plain.append((part, new))
         return _Split(plain, refusable, self._stage(entity, plain))
 
     def _stage(self, entity: Entity, plain: _Round) -> Staged:

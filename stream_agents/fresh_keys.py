@@ -9,7 +9,8 @@ one action, a key that no earlier row of the action had is new, unless the
 table had it before the action began.
 
 So an action staged here from its first chunk keeps its keys in a Bloom filter
-(no false negatives; under 1% false positives), and its external ids in another.
+(no false negatives; about 1.3% false positives at a million keys), and its
+external ids in another.
 A row with a value a filter may hold (an in-file duplicate, or a new value by
 chance) goes to the apply statement, which decides its outcome; so does every
 later row with that value, which keeps the file's order for who gets it. The
@@ -21,6 +22,13 @@ later rounds go the refusable way too.
 
 A filter costs 2 bytes a key of its stages' capacity (2-2.7 bytes a key held).
 Past a budget, the least recently used actions are forgotten.
+
+It is a blocked filter: a key's bits are all in one 64-bit word of a stage,
+so a lookup reads one word a stage, and a key's bits are worked out once for
+every stage. On a million keys in 465-key calls it costs 0.16-0.19 µs a key,
+against 0.32-0.34 for the classic filter (four bits anywhere in the stage)
+it replaced. That one held 0.8% of new keys rather than 1.3%: the 0.5% more
+rows that take the apply statement cost less than the lookups saved.
 
 The batch splits its rows on a worker thread and forgets actions on the event
 loop (``stream_agents/batch.py``): the filters are changed under a lock.
@@ -37,41 +45,41 @@ import numpy as np
 import numpy.typing as npt
 
 _BITS_PER_KEY = 16
-_HASHES = 4  # with 16 bits a key: (1 - e^(-4/16))^4 ≈ 0.24% false positives
+_HASHES = 6  # bits a key sets in its word: ~0.38% false positives per full stage
 _FIRST_CAPACITY = 1 << 14  # keys in a filter's first stage; each next stage holds 4x
 _BUDGET_BYTES = 32 << 20  # every filter together: ~16M keys
 
 Held = npt.NDArray[np.bool_]
+Hashes = npt.NDArray[np.uint64]
 
 
 class _Stage:
-    """A fixed-size Bloom filter: ``capacity`` keys at the intended false-positive rate."""
+    """A fixed-size blocked Bloom filter: ``capacity`` keys at the intended rate."""
 
-    __slots__ = ("_mask", "bits", "capacity", "count")
+    __slots__ = ("_mask", "capacity", "count", "words")
 
     def __init__(self, capacity: int) -> None:
-        size = 1 << (capacity * _BITS_PER_KEY - 1).bit_length()  # bits: a power of two
-        self.bits = np.zeros(size >> 3, np.uint8)
+        size = 1 << (capacity * _BITS_PER_KEY // 64 - 1).bit_length()  # words: a power of two
+        self.words = np.zeros(size, np.uint64)
         self._mask = np.uint64(size - 1)
         self.capacity = capacity
         self.count = 0
 
-    def _slots(self, hashes: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], ...]:
-        """Each key's bytes and bits, _HASHES of each (double hashing of one 64-bit hash)."""
-        step = (hashes >> np.uint64(32)) | np.uint64(1)
-        rounds = np.arange(_HASHES, dtype=np.uint64)[:, None]
-        positions = (hashes + rounds * step) & self._mask
-        bits = np.left_shift(np.uint8(1), (positions & np.uint64(7)).astype(np.uint8))
-        return positions >> np.uint64(3), bits
+    def holds(self, hashes: Hashes, bits: Hashes) -> Held:
+        return cast(Held, (self.words[hashes & self._mask] & bits) == bits)
 
-    def holds(self, hashes: npt.NDArray[np.uint64]) -> Held:
-        byte, bit = self._slots(hashes)
-        return cast(Held, (self.bits[byte] & bit).all(axis=0))
-
-    def add(self, hashes: npt.NDArray[np.uint64]) -> None:
-        byte, bit = self._slots(hashes)
-        np.bitwise_or.at(self.bits, byte.ravel(), bit.ravel())
+    def add(self, hashes: Hashes, bits: Hashes) -> None:
+        np.bitwise_or.at(self.words, hashes & self._mask, bits)
         self.count += len(hashes)
+
+
+def _bits(hashes: Hashes) -> Hashes:
+    """Each key's bits within its word, 6 bits of its hash apiece, from the top
+    (its word's index takes the low bits: no stage has 2^40 words)."""
+    bits = np.zeros(len(hashes), np.uint64)
+    for k in range(1, _HASHES + 1):
+        bits |= np.uint64(1) << ((hashes >> np.uint64(64 - 6 * k)) & np.uint64(63))
+    return bits
 
 
 class KeyFilter:
@@ -83,28 +91,30 @@ class KeyFilter:
 
     @property
     def nbytes(self) -> int:
-        return sum(stage.bits.nbytes for stage in self._stages)
+        return sum(stage.words.nbytes for stage in self._stages)
 
     def add(self, keys: Sequence[str]) -> Held:
         """Add distinct ``keys``; return which of them it may have held before.
 
-        Never false for a key added before; true for a new key about 0.25% of
-        the time per full stage (under 1% at a million keys).
+        Never false for a key added before; true for a new key about 0.38% of
+        the time per full stage (1.3% at a million keys).
         """
         # str hashes are cached on the strings: the rounds' set() computed them.
         hashes = np.fromiter(map(hash, keys), np.int64, len(keys)).view(np.uint64)
+        bits = _bits(hashes)
         held = np.zeros(len(keys), np.bool_)
         for stage in self._stages:
-            held |= stage.holds(hashes)
-        rest = hashes[~held]
-        while len(rest):
+            held |= stage.holds(hashes, bits)
+        new = ~held
+        hashes, bits = hashes[new], bits[new]
+        while len(hashes):
             if not self._stages or self._stages[-1].count >= self._stages[-1].capacity:
                 self._stages.append(_Stage(self._next_capacity))
                 self._next_capacity *= 4
             stage = self._stages[-1]
             room = stage.capacity - stage.count
-            stage.add(rest[:room])
-            rest = rest[room:]
+            stage.add(hashes[:room], bits[:room])
+            hashes, bits = hashes[room:], bits[room:]
         return held
 
 
