@@ -3,12 +3,13 @@ and at once when the agents have drained their chunks.
 
 ClickHouse pays for every insert (a part, and the embedded engine's ~20 ms
 whatever its size), so the sink inserts what arrived within
-SINK_BATCH_WITHIN (0.5 s) together. Waiting out that window after the last
-outcomes of a burst only delays them: an action reported completed in
-Postgres had its last outcomes reach ClickHouse up to half a second later
-(the million-row bench: 0.25-0.77 s after every row was counted, 2-5% of the
-run). An agent batch smaller than AGENT_BATCH_CHUNKS means the agent had no
-more chunks waiting, and its outcome messages carry DRAINED_HEADER: the sink
+SINK_BATCH_WITHIN (1 s: ClickHouse advises about one insert a second)
+together. Waiting out that window after the last outcomes of a burst only
+delays them: an action reported completed in Postgres had its last outcomes
+reach ClickHouse up to a window later (the million-row bench, with 0.5 s:
+0.25-0.77 s after every row was counted, 2-5% of the run). An agent batch
+smaller than AGENT_BATCH_CHUNKS means the agent had no more chunks waiting,
+and its outcome messages carry DRAINED_HEADER: the sink
 then inserts at once, yet never within SINK_MIN_GAP of its last insert, so
 that agents that are always drained (a trickle of small actions) cost at
 most one insert per gap.
