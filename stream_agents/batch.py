@@ -36,13 +36,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate, chain, compress, groupby, repeat
+from itertools import accumulate, chain, compress, count, groupby, repeat
 from operator import itemgetter
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 import numpy as np
@@ -73,6 +80,8 @@ from stream_agents.turn import Overtaken, Turn
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Selects a round's rows of a part from one of its columns (_picker).
+Picker = Callable[[list[Any]], Sequence[Any]]
 ChunkKey = tuple[str, int]
 #: Statements a round's rows get again when their write lost to another (see _apply_round).
 _REAPPLY = 2
@@ -738,22 +747,20 @@ class BatchProcessor:
             rows = await self._insert_new(conn, entity, rows, split, results)
             if not rows:
                 return
-        staged_rows: list[tuple[object, ...]] = []
-        where: list[tuple[_Part, int]] = []  # by seq
-        for part, positions in rows:
-            pick = _picker(part, positions)
-            seqs = range(len(where), len(where) + len(positions))
-            staged_rows += zip(
-                seqs,
-                repeat(part.account_id),
-                repeat(part.action_id),
-                _row_nos(part, pick),
-                repeat(part.op),
-                pick(part.rows.match_id),
-                pick(part.rows.mask),
-                *_values_at(part, positions, pick),
+        picks = [_picker(part, positions) for part, positions in rows]
+        staged_rows = list(
+            zip(
+                count(),  # seq
+                _runs_of(rows, lambda part: part.account_id),
+                _runs_of(rows, lambda part: part.action_id),
+                _row_nos_of(rows, picks),
+                _runs_of(rows, lambda part: part.op),
+                _picked(rows, picks, lambda part: part.rows.match_id),
+                _picked(rows, picks, lambda part: part.rows.mask),
+                *_round_values(rows, picks),
             )
-            where += zip(repeat(part), positions)
+        )
+        where = [(part, position) for part, positions in rows for position in positions]
         query = sql.postgres(group.query)
         lost: _Round = []
         for record in await conn.fetch(query, staged_rows, group.match_on):
@@ -1185,15 +1192,48 @@ def _picker(part: _Part, positions: list[int]) -> Callable[[list[T]], Sequence[T
     return itemgetter(*positions)  # a tuple of them, picked in C
 
 
-def _values_at(
-    part: _Part, positions: list[int], pick: Callable[[list[T]], Sequence[T]]
-) -> Iterable[Sequence[object]]:
-    """The written fields of the part's rows at these positions, a column each
-    (from its arrays, for those rows only, when it was read by columns)."""
+def _round_values(rows: _Round, picks: list[Picker]) -> list[Sequence[object]]:
+    """The written fields of the round's rows, a column each, in the round's order:
+    taken from all their parts' arrays at once when they were read by columns."""
+    read = [
+        (part.rows.values, positions)
+        for part, positions in rows
+        if isinstance(part.rows.values, FieldValues)
+    ]
+    if len(read) == len(rows) and (taken := FieldValues.at_each(read)) is not None:
+        return list(taken)
+    parts = [
+        _part_values(part, positions, pick)
+        for (part, positions), pick in zip(rows, picks, strict=True)
+    ]
+    fields = len(parts[0]) if parts else 0
+    return [
+        list(chain.from_iterable(columns[field] for columns in parts)) for field in range(fields)
+    ]
+
+
+def _part_values(part: _Part, positions: list[int], pick: Picker) -> Sequence[Sequence[object]]:
+    """The written fields of the part's rows at these positions, a column each."""
     values = part.rows.values
-    if isinstance(values, FieldValues):
-        return values.at(positions)
-    return map(pick, values)
+    return values.at(positions) if isinstance(values, FieldValues) else list(map(pick, values))
+
+
+def _runs_of(rows: _Round, value: Callable[[_Part], object]) -> Iterator[object]:
+    """A value of each part, once for each of its rows in the round."""
+    return chain.from_iterable(repeat(value(part), len(positions)) for part, positions in rows)
+
+
+def _picked(rows: _Round, picks: list[Picker], column: Callable[[_Part], list[T]]) -> Iterator[T]:
+    """A column of each part, at its rows in the round."""
+    return chain.from_iterable(
+        pick(column(part)) for (part, _), pick in zip(rows, picks, strict=True)
+    )
+
+
+def _row_nos_of(rows: _Round, picks: list[Picker]) -> Iterator[int]:
+    return chain.from_iterable(
+        _row_nos(part, pick) for (part, _), pick in zip(rows, picks, strict=True)
+    )
 
 
 def _row_nos(part: _Part, pick: Callable[[list[int]], Sequence[int]]) -> list[int]:
@@ -1203,16 +1243,16 @@ def _row_nos(part: _Part, pick: Callable[[list[int]], Sequence[int]]) -> list[in
 
 def _insert_rows(rows: _Round) -> list[tuple[object, ...]]:
     """The rows as the insert statements stage them: account, action, row_no, the fields."""
-    staged: list[tuple[object, ...]] = []
-    for part, positions in rows:
-        pick = _picker(part, positions)
-        staged += zip(
-            repeat(part.account_id),
-            repeat(part.action_id),
-            _row_nos(part, pick),
-            *_values_at(part, positions, pick),
+    picks = [_picker(part, positions) for part, positions in rows]
+    return list(
+        zip(
+            _runs_of(rows, lambda part: part.account_id),
+            _runs_of(rows, lambda part: part.action_id),
+            _row_nos_of(rows, picks),
+            *_round_values(rows, picks),
+            strict=True,
         )
-    return staged
+    )
 
 
 def _created(rows: _Round, plain: _Round, results: dict[ChunkKey, ChunkResult]) -> _Round:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import hypothesis.strategies as st
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 
 from schemas.action import ACTIONS
@@ -128,3 +129,35 @@ def test_broken_rows_fail_with_their_problem() -> None:
         .read(cells, {1: problem})
     )
     assert (read.valid, read.key, read.problems) == ([0], ["a@x.io"], {1: problem})
+
+
+def _field_values(read: ReadRows) -> FieldValues:
+    assert isinstance(read.values, FieldValues)
+    return read.values
+
+
+def test_rows_of_many_parts_are_taken_at_once_as_each_part_gives_them() -> None:
+    reader = ACTIONS["upsert"].chunk_reader(ENTITIES["contact"], ActionOptions())
+    header = ["email", "First Name", "lead_score", "Plan"]
+    parts = [
+        _field_values(
+            reader.read(
+                Cells.from_records(
+                    header,
+                    [[f"u{p}{i}@x.io", f"Ada {i}", str(i), '{"tier": 1}'] for i in range(5)],
+                ),
+                {},
+            )
+        )
+        for p in range(3)
+    ]
+    picks = list(zip(parts, [[1, 3], [0], [2, 4]], strict=True))
+    taken = FieldValues.at_each(picks)
+    assert taken is not None
+    each = [values.at(positions) for values, positions in picks]
+    assert taken == [[v for columns in each for v in columns[f]] for f in range(len(taken))]
+    assert taken[0] == ["u01@x.io", "u03@x.io", "u10@x.io", "u22@x.io", "u24@x.io"]
+
+    assert FieldValues.at_each([]) is None
+    other = FieldValues(pa.RecordBatch.from_pydict({"email": ["b@x.io"]}))  # another schema
+    assert FieldValues.at_each([*picks, (other, [0])]) is None
