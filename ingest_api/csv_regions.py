@@ -158,7 +158,9 @@ def read_columns(data: bytes, header: list[str], raw_width: int, delimiter: str)
             ),
             parse_options=pa_csv.ParseOptions(
                 delimiter=delimiter,
-                newlines_in_values=True,
+                # Only a quoted value holds a newline; Arrow's parser for them
+                # costs ~90 ns a row more (280 against 192, the bench's rows).
+                newlines_in_values=b'"' in data,
                 ignore_empty_lines=True,  # a row of another width is an error
             ),
             convert_options=pa_csv.ConvertOptions(
