@@ -47,7 +47,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate, chain, compress, count, groupby, repeat
+from itertools import accumulate, chain, compress, count, groupby, islice, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -61,6 +61,7 @@ from bulkflow.binary_copy import Repeated
 from bulkflow.database import ping
 from bulkflow.retry import Failure, until_answers
 from schemas.action import ACTIONS, ActionType
+from schemas.cells import Cells, JsonRow
 from schemas.column_reader import FieldValues, ReadRows, read_chunks
 from schemas.entity import ENTITIES, MATCH_EXTERNAL_ID, MATCH_ID, Entity
 from schemas.messages import CODES, Chunk, Outcome, OutcomeBatch, RowProblem
@@ -262,7 +263,7 @@ class BatchProcessor:
                 raise
             log.warning("batch failed with %s; applying row by row", type(exc).__name__)
             results = await self._with_retries(unique, isolate=True, turn=turn)
-        return [self._outcomes(c, results[c.key]) for c in unique if c.key in results]
+        return self._outcomes([c for c in unique if c.key in results], results)
 
     async def fail(self, chunks: Sequence[Chunk], exc: BaseException) -> list[OutcomeBatch]:
         """Fail every row of chunks that could not be applied, dead-letter and record them.
@@ -283,7 +284,7 @@ class BatchProcessor:
             "recording a failed batch", lambda: self._record_failure(unique, results)
         )
         results.update(recorded)
-        return [self._outcomes(c, results[c.key]) for c in unique]
+        return self._outcomes(unique, results)
 
     async def _record_failure(
         self, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
@@ -997,7 +998,22 @@ class BatchProcessor:
             *([totals[i][column] for i in ids] for column in range(4)),
         )
 
-    def _outcomes(self, chunk: Chunk, result: ChunkResult) -> OutcomeBatch:
+    def _outcomes(
+        self, chunks: list[Chunk], results: dict[ChunkKey, ChunkResult]
+    ) -> list[OutcomeBatch]:
+        """Each chunk's outcomes, with the input of the rows that did not succeed."""
+        picks = [(chunk.rows, list(results[chunk.key].problems)) for chunk in chunks]
+        echoed = iter(Cells.rows_of(picks))
+        return [
+            self._outcome(
+                chunk,
+                results[chunk.key],
+                dict(zip(indexes, islice(echoed, len(indexes)), strict=True)),
+            )
+            for chunk, (_, indexes) in zip(chunks, picks, strict=True)
+        ]
+
+    def _outcome(self, chunk: Chunk, result: ChunkResult, rows: dict[int, JsonRow]) -> OutcomeBatch:
         return OutcomeBatch(
             action_id=chunk.action_id,
             account_id=chunk.account_id,
@@ -1008,7 +1024,7 @@ class BatchProcessor:
             codes="".join(result.codes),
             problems=result.problems,
             keys=result.keys or self._keys(chunk),
-            rows=dict(zip(result.problems, chunk.rows.rows_at(list(result.problems)), strict=True)),
+            rows=rows,
             processed_at=result.processed_at,
         )
 
