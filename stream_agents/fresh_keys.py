@@ -9,8 +9,8 @@ one action, a key that no earlier row of the action had is new, unless the
 table had it before the action began.
 
 So an action staged here from its first chunk keeps its keys in a Bloom filter
-(no false negatives; about 1.3% false positives at a million keys), and its
-external ids in another.
+(no false negatives; under 1% false positives), and its external ids in
+another.
 A row with a value a filter may hold (an in-file duplicate, or a new value by
 chance) goes to the apply statement, which decides its outcome; so does every
 later row with that value, which keeps the file's order for who gets it. The
@@ -20,15 +20,15 @@ after a rebalance) aborts that statement. The caller then rolls back its
 savepoint, inserts the round the refusable way, and forgets the action, whose
 later rounds go the refusable way too.
 
-A filter costs 2 bytes a key of its stages' capacity (2-2.7 bytes a key held).
-Past a budget, the least recently used actions are forgotten.
+A filter costs 2.5 bytes a key of its stages' capacity. Past a budget, the
+least recently used actions are forgotten.
 
-It is a blocked filter: a key's bits are all in one 64-bit word of a stage,
-so a lookup reads one word a stage, and a key's bits are worked out once for
-every stage. On a million keys in 465-key calls it costs 0.16-0.19 µs a key,
-against 0.32-0.34 for the classic filter (four bits anywhere in the stage)
-it replaced. That one held 0.8% of new keys rather than 1.3%: the 0.5% more
-rows that take the apply statement cost less than the lookups saved.
+It is a blocked filter: a key's five bits are all in one 64-bit word of a
+stage, so a lookup reads one word a stage, and a key's bits are worked out
+once for every stage. On a million keys in 465-key calls it costs 0.16-0.17
+µs a key, against 0.32-0.34 for the classic filter (four bits anywhere in
+the stage, 2 bytes a key) it replaced, at the same false positives (0.7-0.8%
+of new keys after a million).
 
 The batch splits its rows on a worker thread and forgets actions on the event
 loop (``stream_agents/batch.py``): the filters are changed under a lock.
@@ -44,41 +44,46 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-_BITS_PER_KEY = 16
-_HASHES = 6  # bits a key sets in its word: ~0.38% false positives per full stage
+_BITS_PER_KEY = 20
+_HASHES = 5  # bits a key sets in its word: ~0.21% false positives per full stage
 _FIRST_CAPACITY = 1 << 14  # keys in a filter's first stage; each next stage holds 4x
-_BUDGET_BYTES = 32 << 20  # every filter together: ~16M keys
+_BUDGET_BYTES = 32 << 20  # every filter together: ~13M keys
 
 Held = npt.NDArray[np.bool_]
 Hashes = npt.NDArray[np.uint64]
+_32 = np.uint64(32)
 
 
 class _Stage:
     """A fixed-size blocked Bloom filter: ``capacity`` keys at the intended rate."""
 
-    __slots__ = ("_mask", "capacity", "count", "words")
+    __slots__ = ("_size", "capacity", "count", "words")
 
     def __init__(self, capacity: int) -> None:
-        size = 1 << (capacity * _BITS_PER_KEY // 64 - 1).bit_length()  # words: a power of two
+        size = -(-capacity * _BITS_PER_KEY // 64)
         self.words = np.zeros(size, np.uint64)
-        self._mask = np.uint64(size - 1)
+        self._size = np.uint64(size)
         self.capacity = capacity
         self.count = 0
 
+    def _words(self, hashes: Hashes) -> Hashes:
+        """Each key's word: the hash's top 32 bits scaled to the stage (its low
+        bits choose the bits within the word)."""
+        return ((hashes >> _32) * self._size) >> _32
+
     def holds(self, hashes: Hashes, bits: Hashes) -> Held:
-        return cast(Held, (self.words[hashes & self._mask] & bits) == bits)
+        return cast(Held, (self.words[self._words(hashes)] & bits) == bits)
 
     def add(self, hashes: Hashes, bits: Hashes) -> None:
-        np.bitwise_or.at(self.words, hashes & self._mask, bits)
+        np.bitwise_or.at(self.words, self._words(hashes), bits)
         self.count += len(hashes)
 
 
 def _bits(hashes: Hashes) -> Hashes:
-    """Each key's bits within its word, 6 bits of its hash apiece, from the top
-    (its word's index takes the low bits: no stage has 2^40 words)."""
+    """Each key's bits within its word, 6 bits of its hash's low 30 apiece."""
     bits = np.zeros(len(hashes), np.uint64)
-    for k in range(1, _HASHES + 1):
-        bits |= np.uint64(1) << ((hashes >> np.uint64(64 - 6 * k)) & np.uint64(63))
+    for k in range(_HASHES):
+        bits |= np.uint64(1) << ((hashes >> np.uint64(6 * k)) & np.uint64(63))
     return bits
 
 
@@ -96,8 +101,8 @@ class KeyFilter:
     def add(self, keys: Sequence[str]) -> Held:
         """Add distinct ``keys``; return which of them it may have held before.
 
-        Never false for a key added before; true for a new key about 0.38% of
-        the time per full stage (1.3% at a million keys).
+        Never false for a key added before; true for a new key about 0.21% of
+        the time per full stage (under 1% at a million keys).
         """
         # str hashes are cached on the strings: the rounds' set() computed them.
         hashes = np.fromiter(map(hash, keys), np.int64, len(keys)).view(np.uint64)
